@@ -1,0 +1,43 @@
+# corral: the targets the README names.
+#   make setup  - system packages (apt, when root) and .venv with corral installed; idempotent
+#   make run    - the main job: a demo container through `corral runtime`
+#   make test   - setup, then the whole test suite (root tests included when root)
+#   make bench  - side-by-side benchmarks against crun and runc (results in bench/results/)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := busybox-static runc crun user-mode-linux iproute2 util-linux procps
+
+.PHONY: setup run test unit bench clean
+
+setup: $(VENV)/.installed
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	else echo "setup: not root, skipping system packages ($(APT_PACKAGES))"; fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: setup
+	$(PY) -m supervisor.demo
+
+test: setup
+	@if [ "$$(id -u)" = 0 ]; then $(PY) -m pytest --run-root -q tests; \
+	else echo "test: not root, root tests will be skipped"; $(PY) -m pytest -q tests; fi
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""corral's composition root: the daemon, the Engine and the command line."""

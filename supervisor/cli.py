@@ -1,0 +1,22 @@
+"""The ``corral`` command. Each verb imports only what it needs: start-up time counts."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "runtime":
+        from .runtime_cli import main as runtime_main
+        return runtime_main(argv[1:])
+    if argv and argv[0] in ("-v", "--version", "version"):
+        from importlib.metadata import version
+        print(f"corral version {version('corral')}")
+        return 0
+    print("usage: corral runtime COMMAND ...   (runc's verbs; corral runtime --help)", file=sys.stderr)
+    return 0 if argv and argv[0] in ("-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
