@@ -31,6 +31,7 @@ from .errors import CgroupError, ContainerStateError, HostError, SpawnError
 from .spawn import Child, open_pidfd, process_exited, read_start_time, spawn_init
 
 DEFAULT_ROOT = Path("/run/corral/runtime")
+_START_TIMEOUT_S = 30
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")   # runc's id rule, bounded
 
 
@@ -115,15 +116,19 @@ class Container:
             container = cls(root, state)
             container._write_state()
             return container, child
-        except BaseException:
+        except BaseException as exc:
             if child is not None:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
                 child.close()
+            oom = False
             if cgroup is not None:
+                oom = isinstance(exc, SpawnError) and _oom_killed(cgroup)
                 cgroup.kill()
                 cgroup.remove()
             shutil.rmtree(cdir, ignore_errors=True)
+            if oom:
+                raise SpawnError(f"container init was OOM-killed before it could exec (memory limit too low?): {exc}") from exc
             raise
 
     @classmethod
@@ -169,14 +174,19 @@ class Container:
         if pidfd is None:
             return "stopped"
         os.close(pidfd)
-        if (self.dir / "exec.fifo").exists():
-            return "created"
+        # Frozen first: a created container can be paused too (runc).
         try:
             if self.cgroup.is_frozen():
                 return "paused"
         except CgroupError:
             pass
+        if (self.dir / "exec.fifo").exists():
+            return "created"
         return "running"
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this container."""
+        return _oom_killed(self.cgroup)
 
     def oci_state(self) -> dict[str, object]:
         """The state as ``runc state`` prints it (runtime-spec runtime.md "State")."""
@@ -203,7 +213,7 @@ class Container:
         """
         status = self.status()
         if status != "created":
-            raise ContainerStateError(f"cannot start a container that has {'stopped' if status == 'stopped' else 'already started'} ({status})")
+            raise ContainerStateError(f"cannot start a container in the {status} state")
         fifo = self.dir / "exec.fifo"
         pidfd = self.open_pidfd()
         if pidfd is None:
@@ -213,15 +223,19 @@ class Container:
             # init's byte, or for the init to die (its pidfd turns readable).
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
-                ready, _, _ = select.select([fd, pidfd], [], [], 30)
+                ready, _, _ = select.select([fd, pidfd], [], [], _START_TIMEOUT_S)
                 data = os.read(fd, 1) if fd in ready else b""
             finally:
                 os.close(fd)
+            exited = process_exited(pidfd)
         finally:
             os.close(pidfd)
-        fifo.unlink(missing_ok=True)
-        if data != b"0":
+        if data == b"0":
+            fifo.unlink(missing_ok=True)     # from now on the container is running
+        elif exited:
             raise ContainerStateError(f"container {self.state.id} did not start: its init exited before exec")
+        else:
+            raise ContainerStateError(f"container {self.state.id} did not start within {_START_TIMEOUT_S} s")
 
     def kill(self, signum: int, *, all_processes: bool = False) -> None:
         """Signal the init through a pidfd (or every process of the cgroup with ``all``)."""
@@ -239,6 +253,8 @@ class Container:
             signal.pidfd_send_signal(pidfd, signum)
         except ProcessLookupError:
             raise ContainerStateError("container not running") from None
+        except OSError as exc:
+            raise HostError(f"failed to send signal {signum} to container {self.state.id}: {exc.strerror}") from exc
         finally:
             os.close(pidfd)
 
@@ -340,6 +356,13 @@ def stats_to_runc(s: cgroups.CgroupStats) -> dict[str, object]:
     }
 
 
+def _oom_killed(cgroup: cgroups.Cgroup) -> bool:
+    try:
+        return bool(cgroup.stats().oom_kill_count)
+    except CgroupError:
+        return False
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
@@ -359,6 +382,8 @@ def _signal_pid_checked(pid: int, signum: int) -> None:
         signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         pass
+    except OSError as exc:
+        raise HostError(f"failed to send signal {signum} to process {pid}: {exc.strerror}") from exc
     finally:
         os.close(pidfd)
 

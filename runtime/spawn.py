@@ -44,7 +44,7 @@ from pathlib import Path
 
 from protocols.runtime_spec import Process, Spec
 
-from . import _syscalls, caps, rootfs
+from . import _syscalls, caps, net, rootfs
 from .errors import HostError, SpawnError
 
 NAMESPACE_FLAGS = {
@@ -365,6 +365,9 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
                 _syscalls.setns(fd, NAMESPACE_FLAGS[ns.type], path=ns.path)
             finally:
                 os.close(fd)
+    network = spec.namespace("network")
+    if network is not None and network.path is None:
+        net.bring_up_loopback()
     cgroup_ns = spec.namespace("cgroup")
     if cgroup_ns is not None and cgroup_ns.path is None:
         _syscalls.unshare(_syscalls.CLONE_NEWCGROUP)

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-pivot", action="store_true", help=argparse.SUPPRESS)
         if name == "run":
             sp.add_argument("-d", "--detach", action="store_true", help="do not wait for the container")
+    sp = sub.add_parser("spec", help="write a default config.json (as runc spec)")
+    sp.add_argument("-b", "--bundle", default=".", help="directory to write config.json in")
     with_id("start", "start a created container")
     with_id("state", "print the container's state as JSON")
     sp = with_id("kill", "send a signal to the container's init")
@@ -101,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         _write_pid_file(args.pid_file, child.pid)
         child.wait_exec()
         status = child.wait()      # waitid(P_PIDFD): retried after each forwarded signal
-        oom = _oom_killed(container)
+        oom = container.oom_killed()
         if oom:
             print(f"corral runtime: container {args.id} was OOM-killed ({status})", file=sys.stderr)
         return status.exit_code
@@ -112,11 +114,14 @@ def _run(args: argparse.Namespace) -> int:
         container.delete(force=True)
 
 
-def _oom_killed(container: Container) -> bool:
-    try:
-        return bool(container.cgroup.stats().oom_kill_count)
-    except HostError:
-        return False
+def _spec(args: argparse.Namespace) -> int:
+    from protocols.runtime_spec import default_spec_document
+
+    path = Path(args.bundle) / "config.json"
+    if path.exists():
+        raise HostError(f"file {path} exists; remove it first")
+    path.write_text(json.dumps(default_spec_document(), indent="\t") + "\n")
+    return 0
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -209,7 +214,9 @@ def _events(args: argparse.Namespace) -> int:
 
 def _parse_signal(text: str) -> int:
     if text.isdigit():
-        return int(text)
+        if 0 < int(text) < signal.NSIG:
+            return int(text)
+        raise HostError(f"invalid signal number {text} (1..{signal.NSIG - 1})")
     name = text.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
@@ -227,7 +234,7 @@ def _write_pid_file(path: str | None, pid: int) -> None:
 
 
 _COMMANDS = {
-    "create": _create, "run": _run, "start": _start, "state": _state, "kill": _kill,
+    "spec": _spec, "create": _create, "run": _run, "start": _start, "state": _state, "kill": _kill,
     "delete": _delete, "pause": _pause, "resume": _resume, "list": _list, "ps": _ps,
     "events": _events,
 }

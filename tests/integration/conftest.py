@@ -78,13 +78,19 @@ class Bundle:
 
 
 def _cgroup_dirs(parent: str) -> list[Path]:
-    """Every directory named by a relative cgroup ``parent``, in each hierarchy we are in."""
+    """Every directory named by a relative cgroup ``parent``, in each hierarchy we are in.
+
+    Also the same name at each hierarchy's root: crun 1.8 takes a relative
+    path from there in the memory hierarchy. The name is unique, so it is ours.
+    """
     dirs = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, own = line.split(":", 2)
         for mount in _cgroup_mounts():
             if mount[1] == controllers:
-                dirs.append(Path(mount[0]) / own.lstrip("/") / parent)
+                for d in (Path(mount[0]) / own.lstrip("/") / parent, Path(mount[0]) / parent):
+                    if d not in dirs:
+                        dirs.append(d)
     return dirs
 
 
