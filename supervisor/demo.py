@@ -94,6 +94,8 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "supervisor.cli", "runtime", "--root", root, "delete", "-f", entry],
                            capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+        from runtime.cgroups import open_cgroup
+        open_cgroup("corral-demo").remove()     # the parent the demo's cgroups were made in
 
 
 if __name__ == "__main__":

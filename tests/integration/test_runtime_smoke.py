@@ -2,7 +2,7 @@ import subprocess
 import pytest
 from .conftest import corral_command
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2]
 
 def test_run_echo(bundle, state_root):
     b = bundle.write(["echo", "hello"], cgroup="c1")
