@@ -17,14 +17,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # clone() must run with the GIL held and inside PyOS_BeforeFork/AfterFork, as
 # os.fork() does; ctypes.pythonapi is a PyDLL, which never releases the GIL.
 _pyapi = ctypes.pythonapi
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine
 _NR = {
     "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "pidfd_getfd": 438},
     "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "pidfd_getfd": 438},

@@ -14,12 +14,12 @@ Status is derived, never stored: no process (or a zombie) -> stopped;
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
 import select
 import signal
+import time
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,4 +389,5 @@ def _signal_pid_checked(pid: int, signum: int) -> None:
 
 
 def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"

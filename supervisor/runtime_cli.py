@@ -12,9 +12,7 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from runtime.container import DEFAULT_ROOT, Container
@@ -177,6 +175,8 @@ def _ps(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(pids))
         return 0
+    import subprocess
+
     # As runc: run ps with the given arguments, keep the header and the container's rows.
     out = subprocess.run(["ps", *(args.ps_args or ["-ef"])], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
