@@ -246,6 +246,7 @@ def _run(
     job: Path, argv: list[str], cwd: str, env: dict[str, str], timeout_s: float, mem: str, modules: list[str]
 ) -> UmlResult:
     q = shlex.quote
+    (job / "cwd").write_text(cwd)      # the init binds it back if it lies under /tmp
     (job / "run.sh").write_text(
         "cd -- " + q(cwd) + " || exit 125\n"
         "exec /usr/bin/env -i " + " ".join(q(f"{k}={v}") for k, v in env.items()) + " " + " ".join(map(q, argv)) + "\n"

@@ -59,7 +59,17 @@ mount -t mqueue mqueue /dev/mqueue 2>/dev/null
 mount -t tmpfs -o mode=0755 tmpfs /run || die "mount /run"
 mkdir -p "$J"
 mount --bind "$job" "$J" || die "bind $job"
+# A working directory under the host's /tmp (a clone made there) must stay
+# visible: keep the host's /tmp reachable, then bind the directory back in.
+mkdir -p /run/host-tmp && mount --bind /tmp /run/host-tmp || die "bind host /tmp"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || die "mount /tmp"
+cwd=$(cat "$J/cwd" 2>/dev/null)
+case "$cwd" in
+/tmp/?*)
+    rel=${cwd#/tmp/}
+    mkdir -p "/tmp/$rel" && mount --bind "/run/host-tmp/$rel" "/tmp/$rel" || die "bind $cwd"
+    ;;
+esac
 
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || die "mount cgroup2"
 read -r controllers < /sys/fs/cgroup/cgroup.controllers
