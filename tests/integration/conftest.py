@@ -8,13 +8,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from runtime.images import BUSYBOX, make_busybox_rootfs
+
 REPO = Path(__file__).resolve().parents[2]
-BUSYBOX = Path("/bin/busybox")
+
+
+RUNTIME_TIMEOUT_S = 30
 
 
 def corral_command() -> list[str]:
@@ -23,19 +28,65 @@ def corral_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "supervisor.cli"]
 
 
+def runtime_argv(state_root: Path, *args: str) -> list[str]:
+    """`corral runtime --root STATE ARGS...`."""
+    return [*corral_command(), "runtime", "--root", str(state_root), *args]
+
+
+def corral(state_root: Path, *args: str, timeout: float = RUNTIME_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run one `corral runtime` verb to completion, output captured."""
+    return subprocess.run(runtime_argv(state_root, *args), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def corral_detached(state_root: Path, logs: Path, *args: str,
+                    timeout: float = RUNTIME_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """For create / run -d: the container keeps our stdio, so it gets files, not pipes
+    we would wait on forever. ``stderr`` of the result holds what the command wrote."""
+    name = args[-1]
+    with open(logs / f"{name}.out", "w") as out, open(logs / f"{name}.err", "w") as err:
+        done = subprocess.run(runtime_argv(state_root, *args), stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=err, timeout=timeout)
+    done.stderr = (logs / f"{name}.err").read_text()
+    return done
+
+
+def run_detached(state_root: Path, bundle_dir: Path, cid: str, logs: Path, *,
+                 timeout: float = RUNTIME_TIMEOUT_S) -> None:
+    """`run -d`, which must succeed."""
+    done = corral_detached(state_root, logs, "run", "-d", "-b", str(bundle_dir), cid, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+
+
+def container_state(state_root: Path, cid: str) -> dict:
+    out = corral(state_root, "state", cid)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` every 50 ms until it returns something true; bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def with_resources(**sections):
+    """A Bundle.write edit that sets linux.resources sections."""
+    def edit(config: dict) -> None:
+        config["linux"].setdefault("resources", {}).update(sections)
+    return edit
+
+
 def make_rootfs(path: Path) -> Path:
     """A minimal root: busybox-static and its applets in /bin (Debian's busybox-static)."""
     if not BUSYBOX.exists():
         pytest.skip("busybox-static is not installed (Debian package busybox-static; make setup installs it)")
-    (path / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, path / "bin/busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (path / "bin" / applet).symlink_to("busybox")
-    for d in ("proc", "dev", "sys", "tmp", "etc", "root"):
-        (path / d).mkdir(exist_ok=True)
-    return path
+    return make_busybox_rootfs(path)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import corral_command
+from .conftest import corral, with_resources
 
 pytestmark = pytest.mark.root
 
@@ -23,8 +23,7 @@ VERBS = [("run",), ("run", "-d"), ("create",)]
 def attempt(state_root: Path, verb: tuple[str, ...], bundle_dir: Path, cid: str = "bad") -> subprocess.CompletedProcess:
     # On success create/run -d would leave a container holding our pipes; every
     # case here must fail, so pipes are fine (and the timeout bounds a surprise).
-    return subprocess.run([*corral_command(), "runtime", "--root", str(state_root), *verb, "-b", str(bundle_dir), cid],
-                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    return corral(state_root, *verb, "-b", str(bundle_dir), cid, timeout=TIMEOUT)
 
 
 def processes_in(cgroup_parent: str) -> list[int]:
@@ -51,16 +50,9 @@ def assert_refused(out: subprocess.CompletedProcess, state_root: Path, cgroup_pa
         assert word in lines[0], f"{word!r} not in {lines[0]!r}"
     assert "Traceback" not in out.stderr
     assert not (state_root / cid).exists()
-    listed = subprocess.run([*corral_command(), "runtime", "--root", str(state_root), "list", "-q"],
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    listed = corral(state_root, "list", "-q", timeout=TIMEOUT)
     assert (listed.returncode, listed.stdout) == (0, "")
     assert processes_in(cgroup_parent) == []
-
-
-def resources(**sections):
-    def edit(config: dict) -> None:
-        config["linux"].setdefault("resources", {}).update(sections)
-    return edit
 
 
 @pytest.fixture(params=VERBS, ids=lambda v: " ".join(v))
@@ -171,20 +163,20 @@ def test_namespace_path_that_does_not_exist(bundle, state_root, tmp_path, cgroup
     ({"memory": 42}, ("linux.resources.memory", "object")),
 ], ids=lambda v: json.dumps(v) if isinstance(v, dict) else None)
 def test_impossible_limit(bundle, state_root, cgroup_parent, verb, sections, says):
-    b = bundle.write(["true"], cgroup="bad", edit=resources(**sections))
+    b = bundle.write(["true"], cgroup="bad", edit=with_resources(**sections))
     out = attempt(state_root, verb, b)
     assert_refused(out, state_root, cgroup_parent, code=1, says=says)
 
 
 def test_limit_the_kernel_refuses(bundle, state_root, cgroup_parent, verb):
     # Well-formed, so the cgroup is made; the kernel then refuses the CPUs: it must go again.
-    b = bundle.write(["true"], cgroup="bad", edit=resources(cpu={"cpus": f"0-{os.cpu_count() + 1000}"}))
+    b = bundle.write(["true"], cgroup="bad", edit=with_resources(cpu={"cpus": f"0-{os.cpu_count() + 1000}"}))
     out = attempt(state_root, verb, b)
     assert_refused(out, state_root, cgroup_parent, code=1, says=("cpuset.cpus",))
 
 
 def test_memory_limit_too_low_for_the_init_names_the_cause(bundle, state_root, cgroup_parent, verb):
-    b = bundle.write(["true"], cgroup="bad", edit=resources(memory={"limit": 4096}))
+    b = bundle.write(["true"], cgroup="bad", edit=with_resources(memory={"limit": 4096}))
     out = attempt(state_root, verb, b)
     assert_refused(out, state_root, cgroup_parent, code=1, says=("OOM",))
 

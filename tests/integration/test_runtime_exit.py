@@ -19,41 +19,11 @@ import pytest
 
 from runtime.spawn import read_start_time
 
-from .conftest import corral_command
+from .conftest import container_state, corral, run_detached, runtime_argv, wait_for
 
 pytestmark = pytest.mark.root
 
 TIMEOUT = 30
-
-
-def corral(state_root: Path, *args: str, timeout: float = TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*corral_command(), "runtime", "--root", str(state_root), *args],
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def run_detached(state_root: Path, bundle_dir: Path, cid: str, logs: Path) -> None:
-    """`run -d`; the container keeps our stdio, so it gets files, not pipes we would wait on."""
-    with open(logs / f"{cid}.out", "w") as out, open(logs / f"{cid}.err", "w") as err:
-        done = subprocess.run([*corral_command(), "runtime", "--root", str(state_root), "run", "-d",
-                               "-b", str(bundle_dir), cid],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=TIMEOUT)
-    assert done.returncode == 0, (logs / f"{cid}.err").read_text()
-
-
-def state(state_root: Path, cid: str) -> dict:
-    out = corral(state_root, "state", cid)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def status_of(state_root: Path, cid: str) -> str | None:
@@ -117,7 +87,7 @@ def test_run_exits_128_plus_signal_when_the_init_is_killed(bundle, state_root, s
 
 def test_foreground_run_killed_from_outside_exits_137(bundle, state_root):
     b = bundle.write(["sleep", "100"], cgroup="fg")
-    proc = subprocess.Popen([*corral_command(), "runtime", "--root", str(state_root), "run", "-b", str(b), "fg"],
+    proc = subprocess.Popen([*runtime_argv(state_root), "run", "-b", str(b), "fg"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: status_of(state_root, "fg") == "running", what="fg running")
@@ -134,7 +104,7 @@ def test_foreground_run_killed_from_outside_exits_137(bundle, state_root):
 
 def test_foreground_run_forwards_sigterm_to_the_container(bundle, state_root):
     b = bundle.write(["sh", "-c", 'trap "exit 7" TERM; echo ready; while :; do sleep 0.1; done'], cgroup="fw")
-    proc = subprocess.Popen([*corral_command(), "runtime", "--root", str(state_root), "run", "-b", str(b), "fw"],
+    proc = subprocess.Popen([*runtime_argv(state_root), "run", "-b", str(b), "fw"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # The trap is set once "ready" is out; a TERM before that would be ignored by PID 1.
@@ -153,11 +123,11 @@ def test_foreground_run_forwards_sigterm_to_the_container(bundle, state_root):
 def test_kill_detached_container_stops_it(bundle, state_root, tmp_path):
     b = bundle.write(["sleep", "100"], cgroup="d")
     run_detached(state_root, b, "d", tmp_path)
-    s = state(state_root, "d")
+    s = container_state(state_root, "d")
     assert s["status"] == "running" and s["pid"] > 0
     assert corral(state_root, "kill", "d", "KILL").returncode == 0
     wait_for(lambda: status_of(state_root, "d") == "stopped", what="d stopped")
-    assert state(state_root, "d")["pid"] == 0
+    assert container_state(state_root, "d")["pid"] == 0
     assert not is_alive(s["pid"])
     assert corral(state_root, "delete", "d").returncode == 0
     assert corral(state_root, "list", "-q").stdout == ""
@@ -186,7 +156,7 @@ def test_kill_unknown_signal_is_refused(bundle, state_root, tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("corral runtime: ") and "SIGBOGUS" in out.stderr
     assert out.stderr.count("\n") == 1
-    assert state(state_root, "u")["status"] == "running"
+    assert container_state(state_root, "u")["status"] == "running"
     assert corral(state_root, "delete", "-f", "u").returncode == 0
 
 
@@ -206,7 +176,7 @@ def test_kill_refuses_a_recycled_pid(bundle, state_root, tmp_path):
     """A PID whose start time is not the recorded one is another process: never signal it."""
     b = bundle.write(["sleep", "100"], cgroup="victim")
     run_detached(state_root, b, "victim", tmp_path)
-    pid = state(state_root, "victim")["pid"]
+    pid = container_state(state_root, "victim")["pid"]
     started = read_start_time(pid)
     path = state_root / "victim" / "state.json"
     saved = json.loads(path.read_text())
@@ -219,11 +189,11 @@ def test_kill_refuses_a_recycled_pid(bundle, state_root, tmp_path):
             assert (out.returncode, out.stderr) == (1, "corral runtime: container not running\n")
         time.sleep(0.2)    # a wrongly sent SIGKILL would have landed by now
         assert is_alive(pid) and read_start_time(pid) == started
-        s = state(state_root, "victim")
+        s = container_state(state_root, "victim")
         assert (s["status"], s["pid"]) == ("stopped", 0)
     finally:
         path.write_text(json.dumps(saved))
-    assert state(state_root, "victim")["status"] == "running"
+    assert container_state(state_root, "victim")["status"] == "running"
     assert corral(state_root, "kill", "victim", "KILL").returncode == 0
     wait_for(lambda: not is_alive(pid), what="the real init to die")
     assert corral(state_root, "delete", "victim").returncode == 0
@@ -238,6 +208,6 @@ def test_kill_with_an_impossible_signal_number_is_one_line_error(bundle, state_r
         assert out.returncode == 1
         assert out.stderr.startswith("corral runtime: ") and out.stderr.count("\n") == 1, out.stderr
         assert "100" in out.stderr
-        assert state(state_root, "big")["status"] == "running"
+        assert container_state(state_root, "big")["status"] == "running"
     finally:
         corral(state_root, "delete", "-f", "big")

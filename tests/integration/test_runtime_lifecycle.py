@@ -4,50 +4,17 @@ delete, and the read-only verbs (state, list, ps, events) along the way."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import corral_command
+from .conftest import container_state, corral, corral_detached, wait_for
 
 pytestmark = pytest.mark.root
 
-TIMEOUT = 30
 # A counter the container bumps ten times a second, in a directory we bind-mount.
 COUNTER = 'trap "exit 0" TERM; i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 0.1; done'
-
-
-def corral(state_root: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([*corral_command(), "runtime", "--root", str(state_root), *args],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def corral_detached(state_root: Path, logs: Path, *args: str) -> subprocess.CompletedProcess:
-    """For create / run -d: the container keeps our stdio, so give it files, not pipes."""
-    name = args[-1]
-    with open(logs / f"{name}.out", "w") as out, open(logs / f"{name}.err", "w") as err:
-        done = subprocess.run([*corral_command(), "runtime", "--root", str(state_root), *args],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=TIMEOUT)
-    done.stderr = (logs / f"{name}.err").read_text()
-    return done
-
-
-def state(state_root: Path, cid: str) -> dict:
-    out = corral(state_root, "state", cid)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def bind(source: Path, destination: str = "/root"):
@@ -79,7 +46,7 @@ def test_full_lifecycle(bundle, state_root, tmp_path):
 
     created = corral_detached(state_root, tmp_path, "create", "-b", str(b), "life")
     assert (created.returncode, created.stderr) == (0, "")
-    s = state(state_root, "life")
+    s = container_state(state_root, "life")
     assert s["status"] == "created" and s["pid"] > 0
     assert (s["id"], s["bundle"]) == ("life", str(b))
     pid = s["pid"]
@@ -87,11 +54,11 @@ def test_full_lifecycle(bundle, state_root, tmp_path):
     assert not count.exists(), "the command ran before start"
 
     assert corral(state_root, "start", "life").returncode == 0
-    assert state(state_root, "life")["status"] == "running"
+    assert container_state(state_root, "life")["status"] == "running"
     wait_for(lambda: (read_count(count) or 0) >= 2, what="the counter to move")
 
     assert corral(state_root, "pause", "life").returncode == 0
-    assert state(state_root, "life") == {**s, "status": "paused"}
+    assert container_state(state_root, "life") == {**s, "status": "paused"}
     # Frozen maybe between truncating and writing the file: then it stays empty.
     frozen_at = read_count(count)
     time.sleep(0.5)                # five ticks of the counter, had it run
@@ -99,13 +66,13 @@ def test_full_lifecycle(bundle, state_root, tmp_path):
     assert corral(state_root, "start", "life").returncode == 1
 
     assert corral(state_root, "resume", "life").returncode == 0
-    assert state(state_root, "life")["status"] == "running"
+    assert container_state(state_root, "life")["status"] == "running"
     before = wait_for(lambda: read_count(count), what="a count")
     wait_for(lambda: (read_count(count) or 0) > before, what="progress after resume")
 
     assert corral(state_root, "kill", "life", "TERM").returncode == 0
-    wait_for(lambda: state(state_root, "life")["status"] == "stopped", what="stopped")
-    assert state(state_root, "life")["pid"] == 0
+    wait_for(lambda: container_state(state_root, "life")["status"] == "stopped", what="stopped")
+    assert container_state(state_root, "life")["pid"] == 0
     assert not Path(f"/proc/{pid}").exists() or proc_state(pid) in "ZX"
 
     assert corral(state_root, "delete", "life").returncode == 0
@@ -119,7 +86,7 @@ def test_full_lifecycle(bundle, state_root, tmp_path):
 def test_paused_processes_are_frozen(bundle, state_root, tmp_path):
     b = bundle.write(["sh", "-c", "while :; do :; done"], cgroup="frz")
     assert corral_detached(state_root, tmp_path, "run", "-d", "-b", str(b), "frz").returncode == 0
-    pid = state(state_root, "frz")["pid"]
+    pid = container_state(state_root, "frz")["pid"]
     assert proc_state(pid) == "R"
     assert corral(state_root, "pause", "frz").returncode == 0
     # A frozen task sleeps in the freezer (v1 shows D, v2 S); it is never runnable.
@@ -141,7 +108,7 @@ def test_pause_and_resume_refuse_wrong_states(bundle, state_root, tmp_path):
     assert corral(state_root, "pause", "pr").returncode == 0
     assert corral(state_root, "resume", "pr").returncode == 0
     assert corral(state_root, "kill", "pr", "KILL").returncode == 0
-    wait_for(lambda: state(state_root, "pr")["status"] == "stopped", what="stopped")
+    wait_for(lambda: container_state(state_root, "pr")["status"] == "stopped", what="stopped")
     out = corral(state_root, "pause", "pr")
     assert (out.returncode, out.stderr) == (1, "corral runtime: container not running (stopped)\n")
     assert corral(state_root, "delete", "pr").returncode == 0
@@ -150,11 +117,11 @@ def test_pause_and_resume_refuse_wrong_states(bundle, state_root, tmp_path):
 def test_delete_running_needs_force(bundle, state_root, tmp_path):
     b = bundle.write(["sleep", "100"], cgroup="del")
     assert corral_detached(state_root, tmp_path, "run", "-d", "-b", str(b), "del").returncode == 0
-    pid = state(state_root, "del")["pid"]
+    pid = container_state(state_root, "del")["pid"]
     out = corral(state_root, "delete", "del")
     assert (out.returncode, out.stderr) == (
         1, "corral runtime: cannot delete container del that is not stopped: running\n")
-    assert state(state_root, "del")["status"] == "running"
+    assert container_state(state_root, "del")["status"] == "running"
     assert corral(state_root, "delete", "-f", "del").returncode == 0
     assert corral(state_root, "list", "-q").stdout == ""
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or proc_state(pid) in "ZX", what="the init to die")
@@ -163,7 +130,7 @@ def test_delete_running_needs_force(bundle, state_root, tmp_path):
 def test_delete_force_a_paused_container(bundle, state_root, tmp_path):
     b = bundle.write(["sleep", "100"], cgroup="dp")
     assert corral_detached(state_root, tmp_path, "run", "-d", "-b", str(b), "dp").returncode == 0
-    pid = state(state_root, "dp")["pid"]
+    pid = container_state(state_root, "dp")["pid"]
     assert corral(state_root, "pause", "dp").returncode == 0
     assert corral(state_root, "delete", "dp").returncode == 1
     assert corral(state_root, "delete", "-f", "dp").returncode == 0
@@ -174,7 +141,7 @@ def test_delete_force_a_paused_container(bundle, state_root, tmp_path):
 def test_delete_created_container(bundle, state_root, tmp_path):
     b = bundle.write(["sleep", "100"], cgroup="dc")
     assert corral_detached(state_root, tmp_path, "create", "-b", str(b), "dc").returncode == 0
-    pid = state(state_root, "dc")["pid"]
+    pid = container_state(state_root, "dc")["pid"]
     assert corral(state_root, "delete", "dc").returncode == 0
     assert corral(state_root, "list", "-q").stdout == ""
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or proc_state(pid) in "ZX", what="the init to die")
@@ -191,7 +158,7 @@ def test_list_table_and_json(bundle, state_root, tmp_path):
         assert corral_detached(state_root, tmp_path, *verb, "-b", str(d), cid).returncode == 0
     listed = json.loads(corral(state_root, "list", "--format", "json").stdout)
     assert [(s["id"], s["status"]) for s in listed] == [("a1", "created"), ("b2", "running")]
-    assert listed == [state(state_root, "a1"), state(state_root, "b2")]
+    assert listed == [container_state(state_root, "a1"), container_state(state_root, "b2")]
     assert corral(state_root, "list", "-q").stdout == "a1\nb2\n"
     table = corral(state_root, "list").stdout.splitlines()
     assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
@@ -206,7 +173,7 @@ def test_list_table_and_json(bundle, state_root, tmp_path):
 def test_ps_lists_the_init_host_pid(bundle, state_root, tmp_path):
     b = bundle.write(["sh", "-c", "sleep 100 & sleep 100 & wait"], cgroup="ps")
     assert corral_detached(state_root, tmp_path, "run", "-d", "-b", str(b), "ps").returncode == 0
-    init = state(state_root, "ps")["pid"]
+    init = container_state(state_root, "ps")["pid"]
 
     def three() -> list[int] | None:
         pids = json.loads(corral(state_root, "ps", "--format", "json", "ps").stdout)
@@ -249,7 +216,7 @@ def test_pid_file_is_written(bundle, state_root, tmp_path):
         pid_file = tmp_path / f"{cid}.pid"
         done = corral_detached(state_root, tmp_path, *verb, "--pid-file", str(pid_file), "-b", str(b), cid)
         assert done.returncode == 0, done.stderr
-        assert pid_file.read_text().strip() == str(state(state_root, cid)["pid"])
+        assert pid_file.read_text().strip() == str(container_state(state_root, cid)["pid"])
         assert not Path(f"{pid_file}.tmp").exists()
     for cid in ("pf", "pf2"):
         assert corral(state_root, "delete", "-f", cid).returncode == 0
@@ -267,7 +234,7 @@ def test_pid_file_of_foreground_run(bundle, state_root, tmp_path):
 def test_duplicate_id_is_refused(bundle, state_root, tmp_path):
     b = bundle.write(["sleep", "100"], cgroup="dup")
     assert corral_detached(state_root, tmp_path, "run", "-d", "-b", str(b), "dup").returncode == 0
-    before = state(state_root, "dup")
+    before = container_state(state_root, "dup")
     b2 = tmp_path / "other"
     b2.mkdir()
     bundle.write(["sleep", "100"], cgroup="dup2")
@@ -276,7 +243,7 @@ def test_duplicate_id_is_refused(bundle, state_root, tmp_path):
     assert (out.returncode, out.stderr) == (1, "corral runtime: container with id dup already exists\n")
     out = corral_detached(state_root, tmp_path, "create", "-b", str(b2), "dup")
     assert (out.returncode, out.stderr) == (1, "corral runtime: container with id dup already exists\n")
-    assert state(state_root, "dup") == before
+    assert container_state(state_root, "dup") == before
     assert corral(state_root, "delete", "-f", "dup").returncode == 0
 
 
@@ -288,7 +255,7 @@ def test_start_twice_is_refused(bundle, state_root, tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("corral runtime: cannot start a container in the running state")
     assert out.stderr.count("\n") == 1
-    assert state(state_root, "st")["status"] == "running"
+    assert container_state(state_root, "st")["status"] == "running"
     assert corral(state_root, "delete", "-f", "st").returncode == 0
 
 
@@ -296,7 +263,7 @@ def test_start_a_stopped_container_is_refused(bundle, state_root, tmp_path):
     b = bundle.write(["true"], cgroup="ss")
     assert corral_detached(state_root, tmp_path, "create", "-b", str(b), "ss").returncode == 0
     assert corral(state_root, "start", "ss").returncode == 0
-    wait_for(lambda: state(state_root, "ss")["status"] == "stopped", what="stopped")
+    wait_for(lambda: container_state(state_root, "ss")["status"] == "stopped", what="stopped")
     out = corral(state_root, "start", "ss")
     assert out.returncode == 1 and "stopped" in out.stderr
     assert corral(state_root, "delete", "ss").returncode == 0
@@ -321,12 +288,12 @@ def test_paused_created_container_is_paused_and_start_refuses(bundle, state_root
     assert corral_detached(state_root, tmp_path, "create", "-b", str(b), "pc").returncode == 0
     try:
         assert corral(state_root, "pause", "pc").returncode == 0
-        assert state(state_root, "pc")["status"] == "paused"
+        assert container_state(state_root, "pc")["status"] == "paused"
         out = corral(state_root, "start", "pc", timeout=10)
         assert out.returncode == 1 and "paused" in out.stderr
         assert corral(state_root, "resume", "pc").returncode == 0
-        assert state(state_root, "pc")["status"] == "created"
+        assert container_state(state_root, "pc")["status"] == "created"
         assert corral(state_root, "start", "pc").returncode == 0
-        assert state(state_root, "pc")["status"] == "running"
+        assert container_state(state_root, "pc")["status"] == "running"
     finally:
         corral(state_root, "delete", "-f", "pc")

@@ -8,38 +8,28 @@ cgroup_v1 ones read the v1 files themselves.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import subprocess
+from functools import partial
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import corral_command
+from .conftest import corral, run_detached, wait_for, with_resources
 
 # Version-independent: run here on v1, and under v2 inside user-mode-linux (-m cgroup_v2).
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2]
 
 TIMEOUT = 60
+# Runs here allocate memory and burn CPU (slowly, under UML): a longer bound for every call.
+corral = partial(corral, timeout=TIMEOUT)
+run_detached = partial(run_detached, timeout=TIMEOUT)
 MiB = 1 << 20
 # A shell variable of 200 MB: busybox sh keeps command substitution output in memory.
 HOG = 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}'
 BUSY = "while :; do :; done"
-
-
-def corral(state_root: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([*corral_command(), "runtime", "--root", str(state_root), *args],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def run_detached(state_root: Path, bundle_dir: Path, cid: str, logs: Path) -> None:
-    """`run -d`; the container keeps our stdio, so it gets files, not pipes we would wait on."""
-    with open(logs / f"{cid}.out", "w") as out, open(logs / f"{cid}.err", "w") as err:
-        done = subprocess.run([*corral_command(), "runtime", "--root", str(state_root), "run", "-d",
-                               "-b", str(bundle_dir), cid],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=TIMEOUT)
-    assert done.returncode == 0, (logs / f"{cid}.err").read_text()
 
 
 def stats(state_root: Path, cid: str) -> dict:
@@ -51,22 +41,6 @@ def stats(state_root: Path, cid: str) -> dict:
 def cpu_ns(state_root: Path, cid: str) -> tuple[int, int]:
     """(container CPU time, wall clock), both in ns, read together."""
     return stats(state_root, cid)["cpu"]["usage"]["total"], time.monotonic_ns()
-
-
-def resources(**sections):
-    def edit(config: dict) -> None:
-        config["linux"].setdefault("resources", {}).update(sections)
-    return edit
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def v1_dir(pid: int, controller: str) -> Path:
@@ -90,7 +64,7 @@ def test_memory_hog_really_holds_200mb_without_a_limit(bundle, state_root):
 
 
 def test_over_the_memory_limit_is_oom_killed(bundle, state_root):
-    limit = resources(memory={"limit": 32 * MiB, "swap": 32 * MiB})   # memory+swap = memory: no swap
+    limit = with_resources(memory={"limit": 32 * MiB, "swap": 32 * MiB})   # memory+swap = memory: no swap
     b = bundle.write(["sh", "-c", HOG], cgroup="oom", edit=limit)
     out = corral(state_root, "run", "-b", str(b), "oom")
     assert (out.returncode, out.stdout) == (137, "")
@@ -99,7 +73,7 @@ def test_over_the_memory_limit_is_oom_killed(bundle, state_root):
 
 
 def test_under_the_memory_limit_runs_and_reports_no_oom(bundle, state_root, tmp_path):
-    limit = resources(memory={"limit": 32 * MiB, "swap": 32 * MiB})
+    limit = with_resources(memory={"limit": 32 * MiB, "swap": 32 * MiB})
     b = bundle.write(["sh", "-c", 'x=$(head -c 8000000 /dev/zero | tr "\\0" a); echo ${#x}; exec sleep 100'],
                      cgroup="fits", edit=limit)
     run_detached(state_root, b, "fits", tmp_path)
@@ -113,7 +87,7 @@ def test_under_the_memory_limit_runs_and_reports_no_oom(bundle, state_root, tmp_
 
 @pytest.mark.cgroup_v1
 def test_v1_limit_files(bundle, state_root, tmp_path):
-    edit = resources(memory={"limit": 32 * MiB, "swap": 48 * MiB}, cpu={"quota": 20000, "period": 100000},
+    edit = with_resources(memory={"limit": 32 * MiB, "swap": 48 * MiB}, cpu={"quota": 20000, "period": 100000},
                      pids={"limit": 20})
     b = bundle.write(["sleep", "100"], cgroup="files", edit=edit)
     run_detached(state_root, b, "files", tmp_path)
@@ -137,7 +111,7 @@ BOMB = ('sh -c \'i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done\'; '
 
 
 def test_fork_bomb_stops_at_pids_limit(bundle, state_root, tmp_path):
-    b = bundle.write(["sh", "-c", BOMB], cgroup="bomb", edit=resources(pids={"limit": 20}))
+    b = bundle.write(["sh", "-c", BOMB], cgroup="bomb", edit=with_resources(pids={"limit": 20}))
     run_detached(state_root, b, "bomb", tmp_path)
     seen = []
 
@@ -163,7 +137,7 @@ def test_fork_bomb_stops_at_pids_limit(bundle, state_root, tmp_path):
 
 @pytest.mark.cgroup_v1
 def test_v1_fork_bomb_peak_and_refusals(bundle, state_root, tmp_path):
-    b = bundle.write(["sh", "-c", BOMB], cgroup="bomb1", edit=resources(pids={"limit": 20}))
+    b = bundle.write(["sh", "-c", BOMB], cgroup="bomb1", edit=with_resources(pids={"limit": 20}))
     run_detached(state_root, b, "bomb1", tmp_path)
     wait_for(lambda: (tmp_path / "bomb1.out").read_text() == "inner=2\n", timeout=20, what="the bomb to stop")
     pid = json.loads(corral(state_root, "state", "bomb1").stdout)["pid"]
@@ -187,7 +161,7 @@ def busy_share(state_root: Path, cid: str, seconds: float = 2.5) -> float:
 
 
 def test_cpu_quota_caps_usage(bundle, state_root, tmp_path):
-    edit = resources(cpu={"quota": 20000, "period": 100000})
+    edit = with_resources(cpu={"quota": 20000, "period": 100000})
     b = bundle.write(["sh", "-c", BUSY], cgroup="quota", edit=edit)
     run_detached(state_root, b, "quota", tmp_path)
     share = busy_share(state_root, "quota")

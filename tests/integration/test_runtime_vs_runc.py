@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import corral_command
+from .conftest import runtime_argv
 
 pytestmark = pytest.mark.root
 
@@ -48,7 +48,7 @@ def _crun(state: Path, bundle: Path, cid: str) -> list[str]:
 
 
 def _corral(state: Path, bundle: Path, cid: str) -> list[str]:
-    return [*corral_command(), "runtime", "--root", str(state), "run", "-b", str(bundle), cid]
+    return runtime_argv(state, "run", "-b", str(bundle), cid)
 
 
 TOOLS = {"runc": _runc, "crun": _crun, "corral": _corral}

@@ -1,10 +1,13 @@
-"""The root cgroup tests, written once and run by test_cgroups_v1.py and test_cgroups_v2.py.
+"""runtime.cgroups on the real kernel, whichever version the host runs.
 
-Each case gets a fresh cgroup ``<unique parent>/work`` (created by the
-``work_cgroup`` fixture of the calling module) and a list to register every
-process it starts; the fixture kills those by PID, empties and removes the
-cgroup and its parent whatever happens. No assertion is on speed: CPU bands
-are generous and every wait is a bounded poll.
+The same tests run here on cgroup v1 (this host is hybrid) and, selected by
+``-m cgroup_v2``, inside user-mode-linux on v2 (tests/integration/test_in_uml.py).
+A few tests at the end are for one version only.
+
+Each test gets a fresh cgroup ``<unique parent>/work`` from the ``work``
+fixture and registers every process it starts; the fixture kills those by PID,
+empties and removes the cgroup and its parent whatever happens. No assertion is
+on speed: CPU bands are generous and every wait is a bounded poll.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runtime.cgroups import Cgroup, CgroupMode, Resources, detect_mode, open_cgroup
+from runtime.cgroups import Cgroup, CgroupMode, Resources, V1Cgroup, V2Cgroup, detect_mode, open_cgroup
 from runtime.errors import CgroupError
+
+from .conftest import wait_for
 
 MiB = 1 << 20
 
@@ -32,13 +37,6 @@ def host_mode() -> CgroupMode | None:
     except CgroupError:
         return None
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Work:
@@ -70,10 +68,36 @@ class Work:
         return usage
 
 
-def work_cgroup(parent: str) -> Iterator[Work]:
-    """Body of the per-module fixture: ``parent`` comes from conftest's ``cgroup_parent``."""
-    top = open_cgroup(parent)
-    cg = open_cgroup(f"{parent}/work")
+V2_NEEDED = {"memory", "pids", "cpu"}
+
+
+def _usable() -> str | None:
+    """Why this host cannot run these tests, or None."""
+    mode = host_mode()
+    if mode is None:
+        return "no cgroup filesystem is mounted"
+    if mode is CgroupMode.UNIFIED:
+        try:
+            controllers = set(Path("/sys/fs/cgroup/cgroup.controllers").read_text().split())
+        except OSError:
+            controllers = set()
+        if not V2_NEEDED <= controllers:
+            return "needs a cgroup v2 hierarchy with controllers memory, pids, cpu (or v1 hierarchies)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.cgroup_v2,      # also run inside user-mode-linux
+    pytest.mark.skipif(_usable() is not None, reason=str(_usable())),
+]
+
+
+@pytest.fixture
+def work(cgroup_parent: str) -> Iterator[Work]:
+    top = open_cgroup(cgroup_parent)
+    cg = open_cgroup(f"{cgroup_parent}/work")
+    assert isinstance(cg, V2Cgroup if host_mode() is CgroupMode.UNIFIED else V1Cgroup)
     cg.create()
     work = Work(cg)
     try:
@@ -90,7 +114,7 @@ def work_cgroup(parent: str) -> Iterator[Work]:
             # Grandchildren (fork tests) are ours too; the cgroup holds nothing else.
             if cg.pids():
                 cg.kill()
-                wait_for(lambda: not cg.pids(), 5, "the cgroup to empty")
+                wait_for(lambda: not cg.pids(), timeout=5, what="the cgroup to empty")
         finally:
             cg.remove()
             top.remove()
@@ -99,14 +123,11 @@ def work_cgroup(parent: str) -> Iterator[Work]:
 BUSY_LOOP = "while True:\n    pass\n"
 
 
-# -- the cases ---------------------------------------------------------------------
-
-
-def case_memory_limit_oom_kills(w: Work) -> None:
-    w.cg.apply(Resources(memory_max_bytes=64 * MiB, swap_max_bytes=0))
-    fd = w.cg.open_oom_watch()
+def test_memory_limit_oom_kills(work: Work) -> None:
+    work.cg.apply(Resources(memory_max_bytes=64 * MiB, swap_max_bytes=0))
+    fd = work.cg.open_oom_watch()
     try:
-        p = w.python(
+        p = work.python(
             "chunks = []\n"
             "for _ in range(64):\n"
             "    chunks.append(b'x' * (16 << 20))   # touched pages: 1 GiB in all\n"
@@ -115,7 +136,7 @@ def case_memory_limit_oom_kills(w: Work) -> None:
         assert p.wait(timeout=30) == -9, "the allocating process was not OOM-killed"
         readable, _, _ = select.select([fd], [], [], 5)
         assert readable == [fd], "the OOM watch did not become readable"
-        stats = w.cg.stats()
+        stats = work.cg.stats()
         assert stats.oom_kill_count is not None and stats.oom_kill_count >= 1
         assert stats.oom_events is not None and stats.oom_events >= 1
         # v1 counts the hit on memory.memsw.failcnt when memsw is the tighter limit
@@ -125,9 +146,9 @@ def case_memory_limit_oom_kills(w: Work) -> None:
         os.close(fd)
 
 
-def case_pids_max_stops_forks(w: Work) -> None:
-    w.cg.apply(Resources(pids_max=8))
-    p = w.python(
+def test_pids_max_stops_forks(work: Work) -> None:
+    work.cg.apply(Resources(pids_max=8))
+    p = work.python(
         "import os\n"
         "r, w = os.pipe()\n"
         "kids, err = [], None\n"
@@ -151,43 +172,43 @@ def case_pids_max_stops_forks(w: Work) -> None:
     forked, err = out.split()
     assert err == str(errno.EAGAIN), out
     assert 1 <= int(forked) <= 7, out   # the parent itself is one of the 8
-    stats = w.cg.stats()
+    stats = work.cg.stats()
     assert stats.pids_max == 8
 
 
-def case_cpu_quota_limits_usage(w: Work) -> None:
-    w.cg.apply(Resources(cpu_quota_usec=20_000, cpu_period_usec=100_000))   # 0.2 CPU
-    w.python(BUSY_LOOP)
-    wait_for(lambda: w.usage_usec() > 0, 5, "the busy loop to run")
-    u0, t0 = w.usage_usec(), time.monotonic()
+def test_cpu_quota_limits_usage(work: Work) -> None:
+    work.cg.apply(Resources(cpu_quota_usec=20_000, cpu_period_usec=100_000))   # 0.2 CPU
+    work.python(BUSY_LOOP)
+    wait_for(lambda: work.usage_usec() > 0, timeout=5, what="the busy loop to run")
+    u0, t0 = work.usage_usec(), time.monotonic()
     time.sleep(2.0)
-    u1, t1 = w.usage_usec(), time.monotonic()
+    u1, t1 = work.usage_usec(), time.monotonic()
     cpus = (u1 - u0) / ((t1 - t0) * 1e6)
     assert 0.1 <= cpus <= 0.35, f"busy loop used {cpus:.3f} CPU under a 0.2 CPU quota"
-    stats = w.cg.stats()
+    stats = work.cg.stats()
     assert stats.cpu_nr_throttled is not None and stats.cpu_nr_throttled > 0
     assert stats.cpu_throttled_usec is not None and stats.cpu_throttled_usec > 0
 
 
-def case_freeze_stops_progress_and_thaw_resumes(w: Work) -> None:
-    p = w.python(BUSY_LOOP)
-    wait_for(lambda: w.usage_usec() > 0, 5, "the busy loop to run")
-    w.cg.set_frozen(True)
-    assert w.cg.is_frozen()
-    u0 = w.usage_usec()
+def test_freeze_stops_progress_and_thaw_resumes(work: Work) -> None:
+    p = work.python(BUSY_LOOP)
+    wait_for(lambda: work.usage_usec() > 0, timeout=5, what="the busy loop to run")
+    work.cg.set_frozen(True)
+    assert work.cg.is_frozen()
+    u0 = work.usage_usec()
     time.sleep(0.5)
-    assert w.usage_usec() - u0 < 1000, "a frozen busy loop kept using CPU"
-    assert w.cg.pids() == [p.pid]
-    w.cg.set_frozen(False)
-    assert not w.cg.is_frozen()
-    u1 = w.usage_usec()
-    wait_for(lambda: w.usage_usec() > u1 + 50_000, 5, "the thawed loop to use 50 ms of CPU")
+    assert work.usage_usec() - u0 < 1000, "a frozen busy loop kept using CPU"
+    assert work.cg.pids() == [p.pid]
+    work.cg.set_frozen(False)
+    assert not work.cg.is_frozen()
+    u1 = work.usage_usec()
+    wait_for(lambda: work.usage_usec() > u1 + 50_000, timeout=5, what="the thawed loop to use 50 ms of CPU")
     assert p.poll() is None
 
 
-def case_kill_empties_the_cgroup(w: Work) -> None:
-    sleeps = [w.command("sleep", "30") for _ in range(2)]
-    forker = w.python(
+def test_kill_empties_the_cgroup(work: Work) -> None:
+    sleeps = [work.command("sleep", "30") for _ in range(2)]
+    forker = work.python(
         "import os, time\n"
         "for _ in range(3):\n"
         "    if os.fork() == 0:\n"
@@ -195,17 +216,17 @@ def case_kill_empties_the_cgroup(w: Work) -> None:
         "        os._exit(0)\n"
         "time.sleep(30)\n"
     )
-    wait_for(lambda: len(w.cg.pids()) == 6, 10, "2 sleeps, the forker and its 3 children")
-    w.cg.kill()
+    wait_for(lambda: len(work.cg.pids()) == 6, timeout=10, what="2 sleeps, the forker and its 3 children")
+    work.cg.kill()
     for p in [*sleeps, forker]:
         assert p.wait(timeout=5) == -9
-    wait_for(lambda: w.cg.pids() == [], 5, "the cgroup to empty")
-    assert not w.cg.is_frozen()
+    wait_for(lambda: work.cg.pids() == [], timeout=5, what="the cgroup to empty")
+    assert not work.cg.is_frozen()
 
 
-def case_stats_are_populated(w: Work, *, percpu: bool) -> None:
-    w.cg.apply(Resources(memory_max_bytes=256 * MiB, pids_max=32, cpu_weight=100))
-    p = w.python(
+def test_stats_are_populated(work: Work) -> None:
+    work.cg.apply(Resources(memory_max_bytes=256 * MiB, pids_max=32, cpu_weight=100))
+    p = work.python(
         "import os, tempfile, time\n"
         "data = b'x' * (32 << 20)\n"
         "with tempfile.TemporaryFile() as f:\n"
@@ -217,10 +238,10 @@ def case_stats_are_populated(w: Work, *, percpu: bool) -> None:
         "    sys.stdin.readline()\n"
     )
     assert p.stdout.readline().strip() == "ready"
-    s = w.cg.stats()
+    s = work.cg.stats()
     assert s.cpu_usage_usec and s.cpu_usage_usec > 50_000
     assert s.cpu_user_usec is not None and s.cpu_system_usec is not None
-    if percpu:
+    if isinstance(work.cg, V1Cgroup):   # v2's cpu.stat has no per-CPU usage
         assert s.cpu_percpu_usec is not None and len(s.cpu_percpu_usec) == os.cpu_count()
         assert sum(s.cpu_percpu_usec) <= s.cpu_usage_usec + len(s.cpu_percpu_usec)
     assert s.cpu_nr_periods is not None and s.cpu_nr_throttled is not None and s.cpu_throttled_usec is not None
@@ -235,20 +256,20 @@ def case_stats_are_populated(w: Work, *, percpu: bool) -> None:
     assert (s.pids_current, s.pids_max) == (1, 32)
     assert isinstance(s.io_devices, dict)
     assert s.memory_stat
-    assert w.cg.pids() == [p.pid]
+    assert work.cg.pids() == [p.pid]
     p.stdin.write("\n")
     p.stdin.flush()
     assert p.wait(timeout=10) == 0
 
 
-def case_errors_name_file_and_value(w: Work) -> None:
+def test_errors_name_file_and_value(work: Work) -> None:
     with pytest.raises(CgroupError, match=r"failed to write '-5' to /.*/pids.max: Invalid argument"):
-        w.cg.apply(Resources(pids_max=-5))
+        work.cg.apply(Resources(pids_max=-5))
 
 
-def case_remove_leaves_nothing(parent: str) -> None:
-    top = open_cgroup(parent)
-    cg = open_cgroup(f"{parent}/gone")
+def test_remove_leaves_nothing(cgroup_parent: str) -> None:
+    top = open_cgroup(cgroup_parent)
+    cg = open_cgroup(f"{cgroup_parent}/gone")
     cg.create()
     cg.create()   # idempotent
     dirs = [path for _, path in cg.mount_sources()]
@@ -272,3 +293,26 @@ def case_remove_leaves_nothing(parent: str) -> None:
         cg.remove()
         top.remove()
     assert not any(path.exists() for _, path in top.mount_sources())
+
+
+# -- one version only ----------------------------------------------------------------
+
+
+@pytest.mark.cgroup_v1
+def test_every_mounted_hierarchy_is_joined(work: Work) -> None:
+    # v1 specific: the cgroup exists in each hierarchy, named ones included, and a
+    # process added is listed in each.
+    p = work.command("sleep", "30")
+    names = [name for name, _ in work.cg.mount_sources()]
+    assert "memory" in names and "systemd" in names
+    for name, path in work.cg.mount_sources():
+        assert str(p.pid) in (path / "cgroup.procs").read_text().split(), name
+
+
+@pytest.mark.skipif(host_mode() is not CgroupMode.UNIFIED, reason="cgroup v2 only (runs inside user-mode-linux)")
+def test_controllers_are_enabled_down_to_the_cgroup(work: Work) -> None:
+    # v2 specific: every ancestor below the root delegates what the leaf needs.
+    assert isinstance(work.cg, V2Cgroup)
+    enabled = set((work.cg.path.parent / "cgroup.subtree_control").read_text().split())
+    assert V2_NEEDED <= enabled
+    assert V2_NEEDED <= set((work.cg.path / "cgroup.controllers").read_text().split())
