@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
-BUSYBOX = Path("/bin/busybox")
 UNIFIED_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 PATHS = ("corral", "runc", "crun", "library")
 LIBRARY_TARGET_FACTOR = 1.5
@@ -173,18 +172,11 @@ def _which(name: str) -> str:
 
 
 def make_rootfs(path: Path) -> Path:
-    """busybox-static and its applets in /bin, as tests/integration/conftest.py builds it."""
+    from runtime.images import BUSYBOX, make_busybox_rootfs
+
     if not BUSYBOX.exists():
         raise BenchError(f"{BUSYBOX} is missing (Debian package busybox-static)")
-    (path / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, path / "bin/busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (path / "bin" / applet).symlink_to("busybox")
-    for d in ("proc", "dev", "sys", "tmp", "etc", "root"):
-        (path / d).mkdir(exist_ok=True)
-    return path
+    return make_busybox_rootfs(path)
 
 
 def runc_spec(workdir: Path) -> dict:
@@ -480,7 +472,7 @@ def environment() -> dict[str, str]:
         "corral": f"{corral} (git {commit})",
         "runc": _version(["runc", "--version"]),
         "crun": _version(["crun", "--version"]),
-        "busybox": _version([str(BUSYBOX)]).split(" multi-call")[0],
+        "busybox": _version(["/bin/busybox"]).split(" multi-call")[0],
     }
 
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from protocols.runtime_spec import default_spec_document
+from runtime.images import BUSYBOX, make_busybox_rootfs
 
-BUSYBOX = Path("/bin/busybox")
 
 
 def corral(*args: str, check: bool = True, detached: bool = False) -> subprocess.CompletedProcess:
@@ -37,11 +37,7 @@ def corral(*args: str, check: bool = True, detached: bool = False) -> subprocess
 def make_bundle(path: Path, args: list[str], *, memory_bytes: int, pids: int) -> None:
     rootfs = path / "rootfs"
     if not rootfs.exists():
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2(BUSYBOX, rootfs / "bin/busybox")
-        for applet in subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split():
-            if applet != "busybox":
-                (rootfs / "bin" / applet).symlink_to("busybox")
+        make_busybox_rootfs(rootfs)
         (rootfs / "www").mkdir()
         (rootfs / "www/index.html").write_text("hello from a corral container\n")
     config = default_spec_document(args=tuple(args), terminal=False)
