@@ -12,6 +12,9 @@ APT_PACKAGES := busybox-static runc crun user-mode-linux iproute2 util-linux pro
 .PHONY: setup run test unit bench clean
 
 setup: $(VENV)/.installed
+	@# Bytecode written ahead: PYTHONDONTWRITEBYTECODE (set on some hosts) would
+	@# otherwise make every `corral` start recompile its modules.
+	@$(PY) -m compileall -q supervisor runtime protocols metrics
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
@@ -23,7 +26,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# compat: a plain .pth path entry instead of an import-hook finder, which
+	# costs every `corral` start ~15 ms (bench/README.md).
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 run: setup
