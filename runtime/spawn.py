@@ -329,7 +329,7 @@ def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: 
     try:
         if sync.recv(_MSG_MAX) != b"go":
             os._exit(1)                 # the parent went away before "go"
-        path = _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh)
+        path, env = _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh)
         sync.send(b"ready")
         if fifo_fd is not None:
             # Opening a FIFO for writing blocks until `start` opens it for reading.
@@ -338,7 +338,7 @@ def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: 
             os.close(fd)
         process = spec.process
         try:
-            os.execve(path, list(process.args), _environ(process))
+            os.execve(path, list(process.args), env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             raise SpawnError(f"exec {path}: {exc.strerror}", exit_code=code) from exc
@@ -354,8 +354,8 @@ def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: 
         os._exit(code)
 
 
-def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bool) -> str:
-    """Everything between "go" and "ready"; returns the binary to exec."""
+def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bool) -> tuple[str, dict[str, str]]:
+    """Everything between "go" and "ready"; returns the binary to exec and its environment."""
     process = spec.process
     _close_inherited_fds()
     for ns in spec.namespaces:
@@ -391,15 +391,32 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
         os.chdir(process.cwd)
     except OSError as exc:
         raise SpawnError(f"cannot chdir to {process.cwd}: {exc.strerror}") from exc
+    env = _environ(process)
+    if "HOME" not in env:
+        # SPEC: silent; runc sets the user's home from the container's /etc/passwd, or "/".
+        env["HOME"] = home_of(process.user.uid)
     _become_user(process)
-    path = find_executable(process.args[0], _environ(process).get("PATH"))
+    path = find_executable(process.args[0], env.get("PATH"))
     if process.no_new_privileges:
         _syscalls.set_no_new_privs()
     # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve(2).
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    return path
+    return path, env
+
+
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home directory of ``uid`` in ``passwd`` (read in the container's root), or "/"."""
+    try:
+        with open(passwd, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def _become_user(process: Process) -> None:

@@ -132,3 +132,15 @@ def test_bounding_set_drop_and_capability_sets() -> None:
     caps.set_capabilities(c, last=40, sc=rec)
     # An ambient cap the kernel refuses (EPERM) is skipped, as runc does.
     assert rec.calls == [("capset", 1 << 5, 1 << 5, 0), ("ambient_clear",), ("ambient", 0)]
+
+
+def test_home_comes_from_passwd_or_is_root(tmp_path: Path) -> None:
+    from runtime.spawn import home_of
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/sh\nweb:x:1000:100::/srv/web:/bin/sh\nbad line\nnohome:x:7:7:::\n")
+    assert home_of(1000, str(passwd)) == "/srv/web"
+    assert home_of(0, str(passwd)) == "/root"
+    assert home_of(7, str(passwd)) == "/"
+    assert home_of(42, str(passwd)) == "/"
+    assert home_of(0, str(tmp_path / "missing")) == "/"
