@@ -118,6 +118,11 @@ class Child:
             self.wait()
             raise error
 
+    def detach_sync(self) -> socket.socket | None:
+        """Hand the sync socket (EOF = exec done) to the caller, who now owns it."""
+        sync, self._sync = self._sync, None
+        return sync
+
     def poll(self) -> ExitStatus | None:
         """The exit status if the init has exited (and reap it), else None. Never blocks."""
         result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
@@ -220,7 +225,7 @@ def check_spec(spec: Spec, rootfs_path: str) -> None:
 
 
 def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = None,
-               clone_parent: bool = False) -> Child:
+               clone_parent: bool = False, stdio: tuple[int, int, int] | None = None) -> Child:
     """Start the container's init and return once it is ready to exec.
 
     Args:
@@ -232,7 +237,9 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
         exec_fifo: a FIFO the init opens for writing, after set-up and before
             exec: ``create`` leaves the init blocked there until ``start`` reads it.
         clone_parent: make the init a child of our parent (CLONE_PARENT): the
-            spawner uses it so the daemon is the init's parent.
+            spawner uses it so the daemon is the init's parent. We can then
+            not reap it; on a failed start it is killed and left to the parent.
+        stdio: file descriptors to become the init's 0, 1 and 2; None keeps ours.
 
     Returns:
         The ``Child``. Without ``exec_fifo``, call ``wait_exec()`` to learn whether exec succeeded.
@@ -253,6 +260,10 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
             pid = _syscalls.clone(flags)
         if pid == 0:                                          # the init
             parent_end.close()
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    if fd != target:
+                        os.dup2(fd, target)         # dup2 leaves the copy inheritable
             _run_init(spec, root, bundle, init_end, fifo_fd, sources, fresh)   # never returns
     except OSError as exc:
         raise SpawnError(f"failed to start the container's init: {exc.strerror or exc}") from exc
@@ -260,11 +271,20 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
         init_end.close()
         if fifo_fd is not None:
             os.close(fifo_fd)
-    return _await_ready(pid, parent_end, cgroup, keep_sync=exec_fifo is None)
+    return _await_ready(pid, parent_end, cgroup, keep_sync=exec_fifo is None, ours=not clone_parent)
 
 
-def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool) -> Child:
+def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool, ours: bool) -> Child:
     child = Child(pid, os.pidfd_open(pid), sync)
+
+    def end() -> str:
+        # Our child: reap it and say how it ended. Our parent's (CLONE_PARENT):
+        # wait until it is gone; the parent reaps it and knows the status.
+        if ours:
+            return str(child.wait())
+        select.select([child.pidfd], [], [], 10)
+        return "its parent reaps it"
+
     try:
         if cgroup is not None:
             cgroup.add_process(pid)
@@ -272,7 +292,7 @@ def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool) -> C
         message = sync.recv(_MSG_MAX)
     except BaseException:
         child.send_signal(signal.SIGKILL)
-        child.wait()
+        end()
         child.close()
         raise
     if message == b"ready":
@@ -281,7 +301,7 @@ def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool) -> C
             child._sync = None
         return child
     error = _decode_error(message) if message else None
-    status = child.wait()
+    status = end()
     child.close()
     raise error or SpawnError(f"container init ended before it was ready ({status})")
 
