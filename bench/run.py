@@ -65,7 +65,7 @@ from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 UNIFIED_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
-PATHS = ("corral", "runc", "crun", "library")
+PATHS = ("corral", "runc", "crun", "library", "spawner")
 LIBRARY_TARGET_FACTOR = 1.5
 
 
@@ -302,7 +302,10 @@ class Bench:
         self.true = _which("true")
         self.helper = CrunHelper(empty)
         from runtime.container import Container   # warm: the library path pays no import
+        from runtime.spawner import Spawner
         self.Container = Container
+        self.spawner = Spawner.start()
+        self.cgroup_base = Path("/proc/self/cgroup").read_text()
 
     def _next_id(self, p: str) -> str:
         self.serial += 1
@@ -313,6 +316,8 @@ class Bench:
         bundle, root, cid = str(self.bundles[p, kind]), str(self.roots[p]), self._next_id(p)
         if p == "library":
             return self._library_once(root, cid, bundle)
+        if p == "spawner":
+            return self._spawner_once(cid, bundle)
         if p == "crun":
             return self.helper.run([self.crun, "--root", root, "run", "-b", bundle, cid])
         if p == "corral":
@@ -339,6 +344,37 @@ class Bench:
             finally:
                 child.close()
                 container.delete(force=True)
+        except HostError as exc:
+            return Sample(getattr(exc, "exit_code", 1) or 1, time.perf_counter() - t0, 0.0, str(exc))
+        elapsed = time.perf_counter() - t0
+        return Sample(status.exit_code, elapsed, _cpu_self_and_children() - r0)
+
+    def _spawner_once(self, cid: str, bundle: str) -> Sample:
+        """One container run the way the daemon does it, with its warm spawner helper:
+
+            cgroup.create(); cgroup.apply(...)              (the daemon, here)
+            child = spawner.spawn(config, cgroup=...)      (cloned by the helper, our child)
+            child.wait_exec(); child.wait(); cgroup.remove()
+        """
+        from runtime.cgroups import open_cgroup, resources_from_oci
+        from runtime.errors import HostError
+        config = json.loads((Path(bundle) / "config.json").read_text())
+        path = f"{self.cgroup_parent}/{cid}"
+        r0 = _cpu_self_and_children()
+        t0 = time.perf_counter()
+        try:
+            cgroup = open_cgroup(path, self_cgroup=self.cgroup_base)
+            cgroup.create()
+            try:
+                cgroup.apply(resources_from_oci(config["linux"].get("resources", {})))
+                child = self.spawner.spawn(config, bundle=bundle, cgroup=path, cgroup_base=self.cgroup_base)
+                try:
+                    child.wait_exec()
+                    status = child.wait()
+                finally:
+                    child.close()
+            finally:
+                cgroup.remove()
         except HostError as exc:
             return Sample(getattr(exc, "exit_code", 1) or 1, time.perf_counter() - t0, 0.0, str(exc))
         elapsed = time.perf_counter() - t0
@@ -376,6 +412,8 @@ class Bench:
                     self.problems.append(f"{p}: could not delete {entry.name}: {exc}")
         if self.helper is not None:
             self.helper.close()
+        if getattr(self, "spawner", None) is not None:
+            self.spawner.close()
         for leak in leaked_cgroups(self.cgroup_parent):
             self.problems.append(f"cgroup left by a run: {leak}")
         for left in remove_cgroup_tree(self.cgroup_parent):
@@ -483,15 +521,23 @@ def verdicts(stats: dict[str, dict]) -> tuple[dict[str, float], list[dict]]:
         "corral/crun": med["corral"] / med["crun"],
         "library/crun": med["library"] / med["crun"],
         "library/runc": med["library"] / med["runc"],
+        "spawner/crun": med["spawner"] / med["crun"],
+        "spawner/runc": med["spawner"] / med["runc"],
     }
     targets = [
         {"target": "faster than runc: corral CLI median < runc median",
          "pass": med["corral"] < med["runc"], "detail": f"{med['corral']:.1f} ms vs {med['runc']:.1f} ms"},
         {"target": "faster than runc: library median < runc median",
          "pass": med["library"] < med["runc"], "detail": f"{med['library']:.1f} ms vs {med['runc']:.1f} ms"},
+        {"target": "faster than runc: warm spawner median < runc median",
+         "pass": med["spawner"] < med["runc"], "detail": f"{med['spawner']:.1f} ms vs {med['runc']:.1f} ms"},
         {"target": f"warm library path within {LIBRARY_TARGET_FACTOR}x of crun's whole-process time",
          "pass": med["library"] <= LIBRARY_TARGET_FACTOR * med["crun"],
          "detail": f"{med['library']:.1f} ms vs {LIBRARY_TARGET_FACTOR}x {med['crun']:.1f} = "
+                   f"{LIBRARY_TARGET_FACTOR * med['crun']:.1f} ms"},
+        {"target": f"warm spawner path within {LIBRARY_TARGET_FACTOR}x of crun's whole-process time",
+         "pass": med["spawner"] <= LIBRARY_TARGET_FACTOR * med["crun"],
+         "detail": f"{med['spawner']:.1f} ms vs {LIBRARY_TARGET_FACTOR}x {med['crun']:.1f} = "
                    f"{LIBRARY_TARGET_FACTOR * med['crun']:.1f} ms"},
     ]
     return ratios, targets
@@ -502,6 +548,7 @@ _LABELS = {
     "runc": "`runc run` (whole process)",
     "crun": "`crun run` (whole process)",
     "library": "corral library, warm process",
+    "spawner": "corral warm spawner (the daemon's path)",
     "floor-main": "floor: host `/bin/true` spawned by the bench",
     "floor-helper": "floor: host `/bin/true` spawned by the crun helper",
 }
