@@ -1,0 +1,104 @@
+"""The one seam between the trio daemon and runtime/: an async facade over blocking Linux work.
+
+Rules:
+
+1. Supervisor logic depends on the ``Host`` protocol only; tests pass a fake.
+2. Blocking runtime calls (cgroup files, the spawner round trip) hop to a
+   worker thread behind one CapacityLimiter, so a storm of container starts
+   cannot eat every thread.
+3. Waiting is never a thread: a pidfd and the exec sync socket are plain fds,
+   awaited with ``trio.lowlevel.wait_readable``, then read without blocking.
+4. Signals go through the pidfd (``Child.send_signal``), never by PID.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Protocol
+
+import trio
+
+from runtime import cgroups
+from runtime.errors import CgroupError
+from runtime.spawn import Child, ExitStatus
+from runtime.spawner import Spawner
+
+
+class Host(Protocol):
+    async def prepare_cgroup(self, path: str, resources: cgroups.Resources) -> None: ...
+    async def spawn(self, config: dict, *, bundle: str, cgroup: str, stdio: tuple[int, int, int]) -> Child: ...
+    async def wait_exec(self, child: Child) -> None: ...
+    async def wait_exit(self, child: Child) -> ExitStatus: ...
+    def send_signal(self, child: Child, signum: int) -> None: ...
+    async def oom_kills(self, cgroup: str) -> int: ...
+    async def remove_cgroup(self, cgroup: str) -> None: ...
+
+
+class LinuxHost:
+    """``Host`` on this kernel: runtime/ in worker threads, inits cloned by the spawner."""
+
+    def __init__(self, spawner: Spawner, *, limiter: trio.CapacityLimiter | None = None) -> None:
+        self._spawner = spawner
+        self._limiter = limiter or trio.CapacityLimiter(8)
+        # Relative cgroup paths are below the daemon's own cgroups (runc's rule).
+        self._cgroup_base = Path("/proc/self/cgroup").read_text()
+
+    def _cgroup(self, path: str) -> cgroups.Cgroup:
+        return cgroups.open_cgroup(path, self_cgroup=self._cgroup_base)
+
+    async def _run(self, fn, *args):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def prepare_cgroup(self, path: str, resources: cgroups.Resources) -> None:
+        def prepare() -> None:
+            cg = self._cgroup(path)
+            cg.create()
+            cg.apply(resources)
+        await self._run(prepare)
+
+    async def spawn(self, config: dict, *, bundle: str, cgroup: str, stdio: tuple[int, int, int]) -> Child:
+        return await self._run(lambda: self._spawner.spawn(
+            config, bundle=bundle, cgroup=cgroup, cgroup_base=self._cgroup_base, stdio=stdio))
+
+    async def wait_exec(self, child: Child) -> None:
+        sync = child._sync
+        if sync is not None:
+            await trio.lowlevel.wait_readable(sync)
+        child.wait_exec()            # readable: EOF or the error message, no blocking
+
+    async def wait_exit(self, child: Child) -> ExitStatus:
+        while True:
+            await trio.lowlevel.wait_readable(child.pidfd)   # readable once it exited
+            status = child.poll()
+            if status is not None:
+                return status
+
+    def send_signal(self, child: Child, signum: int) -> None:
+        child.send_signal(signum)
+
+    async def oom_kills(self, cgroup: str) -> int:
+        def read() -> int:
+            try:
+                return self._cgroup(cgroup).stats().oom_kill_count or 0
+            except CgroupError:
+                return 0
+        return await self._run(read)
+
+    async def remove_cgroup(self, cgroup: str) -> None:
+        def remove() -> None:
+            cg = self._cgroup(cgroup)
+            cg.kill()
+            cg.remove()
+        await self._run(remove)
+
+
+@asynccontextmanager
+async def open_linux_host() -> AsyncIterator[LinuxHost]:
+    """Start the spawner (our child: inits cloned with CLONE_PARENT are ours) and stop it after."""
+    spawner = await trio.to_thread.run_sync(Spawner.start)
+    try:
+        yield LinuxHost(spawner)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(spawner.close)

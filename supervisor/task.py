@@ -1,0 +1,175 @@
+"""One trio task per container: start it, wait on its pidfd, restart it by policy, stop it.
+
+Rules:
+
+1. The task owns the container's process; the Engine owns the record and
+   reads it. Stopping a container means cancelling its task: the task then
+   sends the stop signal, waits the grace period, sends SIGKILL, records the
+   exit and publishes ``die`` and ``stop`` inside a shielded scope.
+2. Every state change publishes one event before the next change happens.
+3. A start that fails the first time fails ``nursery.start()`` (the caller
+   sees the error); once the container has run, a failed restart is an exit
+   like any other (127/126) and the restart policy decides.
+4. Restart decisions come from ``restart.decide``; the task only sleeps the
+   delay. A storm in one container sleeps in its own task, never in others.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from runtime.cgroups import Resources
+from runtime.errors import SpawnError
+from runtime.spawn import Child, ExitStatus
+
+from ._host import Host
+from .restart import JITTER, RestartPolicy, RestartState, decide, record_start
+
+# (action, container, extra attributes) -> journaled and fanned out by the caller
+Publish = Callable[[str, "Supervised", dict], Awaitable[None]]
+
+
+@dataclass
+class Supervised:
+    """A container as its task sees it: what to run, and how it is doing."""
+
+    id: str
+    name: str
+    config: dict                       # the OCI runtime config for the init
+    bundle: str
+    cgroup: str
+    resources: Resources = field(default_factory=Resources)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_signal: int = signal.SIGTERM
+    stop_timeout_s: float = 10.0
+    log_path: str | None = None
+    # Live state, written by the task only.
+    status: str = "created"            # created, running, restarting, exited
+    pid: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restart_count: int = 0
+    started_at_ns: int = 0
+    finished_at_ns: int = 0
+    stopped_by_user: bool = False      # set by the Engine before it cancels the task
+    parked_reason: str = ""
+    error: str = ""
+    oom_kills_seen: int = 0
+
+
+async def supervise(c: Supervised, host: Host, publish: Publish, *,
+                    task_status=trio.TASK_STATUS_IGNORED, rng: random.Random | None = None) -> None:
+    """Run ``c`` until its policy says stop, or until cancelled (a user's stop).
+
+    ``task_status.started(pid)`` is called once the first init has exec'd.
+
+    Raises:
+        SpawnError: the first start failed (through ``nursery.start``).
+    """
+    rng = rng or random.Random()
+    state = RestartState()
+    first = True
+    while True:
+        state = record_start(state, trio.current_time())
+        began = trio.current_time()
+        try:
+            status = await _run_once(c, host, publish, first=first, task_status=task_status)
+        except SpawnError as exc:
+            if first:
+                c.status, c.error, c.exit_code = "exited", str(exc), exc.exit_code
+                raise
+            c.error = str(exc)
+            status = ExitStatus(code=exc.exit_code)
+        first = False
+        await _record_exit(c, host, publish, status)
+        decision = decide(c.policy, state, exit_code=status.exit_code, ran_s=trio.current_time() - began,
+                          now=trio.current_time(), stopped_by_user=c.stopped_by_user, jitter=rng.uniform(*JITTER))
+        if not decision.restart:
+            c.status = "exited"
+            if decision.reason.startswith("parked"):
+                c.parked_reason = decision.reason
+                await publish("parked", c, {"reason": decision.reason})
+            return
+        state = decision.state
+        c.status = "restarting"
+        c.restart_count += 1
+        await publish("restart", c, {"restartCount": str(c.restart_count), "cause": _cause(c, status),
+                                     "delay": f"{decision.delay_s:.3f}"})
+        try:
+            await trio.sleep(decision.delay_s)
+        except trio.Cancelled:
+            c.status = "exited"
+            raise
+
+
+async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool, task_status) -> ExitStatus:
+    """Start one init and wait for it; on cancellation stop it politely, then firmly."""
+    if first:
+        await host.prepare_cgroup(c.cgroup, c.resources)
+    child = await _spawn(c, host)
+    try:
+        try:
+            await host.wait_exec(child)
+        except SpawnError as exc:          # execve failed: the init already exited
+            c.error = str(exc)
+            return ExitStatus(code=exc.exit_code)
+        c.status, c.pid, c.started_at_ns, c.error = "running", child.pid, time.time_ns(), ""
+        await publish("start", c, {})
+        if first:
+            task_status.started(child.pid)
+        return await host.wait_exit(child)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            status = await _stop(c, host, child)
+            await _record_exit(c, host, publish, status)
+            c.status = "exited"
+            await publish("stop", c, {})
+        raise
+    finally:
+        child.close()
+
+
+async def _spawn(c: Supervised, host: Host) -> Child:
+    # The init writes to the container's log; it reads nothing (attach comes later).
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    out = (os.open(c.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+           if c.log_path else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+    try:
+        return await host.spawn(c.config, bundle=c.bundle, cgroup=c.cgroup, stdio=(null, out, out))
+    finally:
+        os.close(null)
+        os.close(out)
+
+
+async def _stop(c: Supervised, host: Host, child: Child) -> ExitStatus:
+    """The stop signal, ``stop_timeout_s`` to comply, then SIGKILL (docker stop)."""
+    host.send_signal(child, c.stop_signal)
+    with trio.move_on_after(c.stop_timeout_s):
+        return await host.wait_exit(child)
+    host.send_signal(child, signal.SIGKILL)
+    return await host.wait_exit(child)
+
+
+async def _record_exit(c: Supervised, host: Host, publish: Publish, status: ExitStatus) -> None:
+    kills = await host.oom_kills(c.cgroup)
+    c.oom_killed = kills > c.oom_kills_seen
+    c.oom_kills_seen = kills
+    c.exit_code, c.finished_at_ns, c.pid = status.exit_code, time.time_ns(), 0
+    if c.oom_killed:
+        await publish("oom", c, {})
+    await publish("die", c, {"exitCode": str(status.exit_code), "oomKilled": str(c.oom_killed).lower()})
+
+
+def _cause(c: Supervised, status: ExitStatus) -> str:
+    if c.oom_killed:
+        return "oom"
+    if c.error:
+        return f"start failed: {c.error}"
+    return str(status)
