@@ -1,0 +1,42 @@
+"""The state store: records survive a reopen, names stay unique, one row per id."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from supervisor.state import StateStore
+
+
+def test_records_survive_reopen_and_update_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.put_container({"id": "a" * 64, "name": "web", "status": "created"})
+    store.put_container({"id": "b" * 64, "name": "db", "status": "running"})
+    store.put_container({"id": "a" * 64, "name": "web2", "status": "running"})
+    store.close()
+    store = StateStore(path)
+    assert [(r["name"], r["status"]) for r in store.containers()] == [("web2", "running"), ("db", "running")]
+    store.delete_container("b" * 64)
+    assert [r["name"] for r in store.containers()] == ["web2"]
+    store.close()
+
+
+def test_names_are_unique(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.put_container({"id": "a" * 64, "name": "web"})
+    with pytest.raises(sqlite3.IntegrityError):
+        store.put_container({"id": "b" * 64, "name": "web"})
+    assert len(store.containers()) == 1
+    store.close()
+
+
+def test_volumes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.put_volume("data", {"name": "data", "mountpoint": "/v/data"})
+    assert store.volumes() == [{"name": "data", "mountpoint": "/v/data"}]
+    store.delete_volume("data")
+    assert store.volumes() == []
+    store.close()
