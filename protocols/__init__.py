@@ -18,6 +18,7 @@ from .runtime_spec import (
     User,
     parse_spec,
 )
+from . import rpc  # the RPC codec, by module: its Request/Response/Error would shadow other formats' names
 
 __all__ = [
     "NAMESPACE_TYPES",
@@ -34,4 +35,5 @@ __all__ = [
     "SpecError",
     "User",
     "parse_spec",
+    "rpc",
 ]
