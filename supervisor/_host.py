@@ -33,6 +33,7 @@ class Host(Protocol):
     def send_signal(self, child: Child, signum: int) -> None: ...
     async def oom_kills(self, cgroup: str) -> int: ...
     async def remove_cgroup(self, cgroup: str) -> None: ...
+    async def freeze(self, cgroup: str, frozen: bool) -> None: ...
 
 
 class LinuxHost:
@@ -41,6 +42,9 @@ class LinuxHost:
     def __init__(self, spawner: Spawner, *, limiter: trio.CapacityLimiter | None = None) -> None:
         self._spawner = spawner
         self._limiter = limiter or trio.CapacityLimiter(8)
+        # Spawns in flight: an init may exist before its task knows its pid,
+        # so the orphan reaper waits while this is not 0.
+        self.spawning = 0
         # Relative cgroup paths are below the daemon's own cgroups (runc's rule).
         self._cgroup_base = Path("/proc/self/cgroup").read_text()
 
@@ -57,9 +61,17 @@ class LinuxHost:
             cg.apply(resources)
         await self._run(prepare)
 
+    @property
+    def spawner_pid(self) -> int:
+        return self._spawner.pid
+
     async def spawn(self, config: dict, *, bundle: str, cgroup: str, stdio: tuple[int, int, int]) -> Child:
-        return await self._run(lambda: self._spawner.spawn(
-            config, bundle=bundle, cgroup=cgroup, cgroup_base=self._cgroup_base, stdio=stdio))
+        self.spawning += 1
+        try:
+            return await self._run(lambda: self._spawner.spawn(
+                config, bundle=bundle, cgroup=cgroup, cgroup_base=self._cgroup_base, stdio=stdio))
+        finally:
+            self.spawning -= 1
 
     async def wait_exec(self, child: Child) -> None:
         sync = child._sync
@@ -84,6 +96,9 @@ class LinuxHost:
             except CgroupError:
                 return 0
         return await self._run(read)
+
+    async def freeze(self, cgroup: str, frozen: bool) -> None:
+        await self._run(lambda: self._cgroup(cgroup).set_frozen(frozen))
 
     async def remove_cgroup(self, cgroup: str) -> None:
         def remove() -> None:

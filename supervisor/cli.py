@@ -10,12 +10,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "runtime":
         from .runtime_cli import main as runtime_main
         return runtime_main(argv[1:])
+    if argv and argv[0] == "daemon":
+        from .daemon import main as daemon_main
+        return daemon_main(argv[1:])
     if argv and argv[0] in ("-v", "--version", "version"):
         from importlib.metadata import version
         print(f"corral version {version('corral')}")
         return 0
-    print("usage: corral runtime COMMAND ...   (runc's verbs; corral runtime --help)", file=sys.stderr)
-    return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from .commands import main as commands_main
+    return commands_main(argv)
 
 
 def entry() -> None:

@@ -62,6 +62,7 @@ class Supervised:
     parked_reason: str = ""
     error: str = ""
     oom_kills_seen: int = 0
+    child: Child | None = field(default=None, repr=False, compare=False)   # the running init, for kill
 
 
 async def supervise(c: Supervised, host: Host, publish: Publish, *,
@@ -114,6 +115,7 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
     if first:
         await host.prepare_cgroup(c.cgroup, c.resources)
     child = await _spawn(c, host)
+    c.child = child
     try:
         try:
             await host.wait_exec(child)
@@ -133,6 +135,7 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
             await publish("stop", c, {})
         raise
     finally:
+        c.child = None
         child.close()
 
 

@@ -1,0 +1,205 @@
+"""``corral daemon``: the trio process that owns every container.
+
+Life: become a child subreaper (or be PID 1), open state.db, start the spawner,
+restore the containers of a previous run, serve RPC on ``<exec-root>/corral.sock``,
+then wait for signals: SIGTERM/SIGINT stop everything gracefully and exit 0;
+SIGHUP is logged (config and services reload come with the services file);
+SIGCHLD reaps orphans that landed on us (never our containers' inits: their
+tasks reap them through their pidfds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from protocols.events import EventFilter
+from runtime import _syscalls
+from runtime.caps import held_bounding_set
+from runtime.cgroups import CgroupMode, detect_mode
+
+from ._host import open_linux_host
+from .engine import Engine
+from .errors import InvalidRequest
+from .events import EventBus
+from .journal import Journal
+from .rpc_server import Methods, serve_unix
+from .state import StateStore
+
+log = logging.getLogger("corral.daemon")
+DEFAULT_DATA_ROOT = Path("/var/lib/corral")
+DEFAULT_EXEC_ROOT = Path("/run/corral")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corral daemon", description="Run the corral supervisor.")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help=f"persistent state (default {DEFAULT_DATA_ROOT})")
+    p.add_argument("--exec-root", type=Path, default=DEFAULT_EXEC_ROOT, help=f"sockets and run state (default {DEFAULT_EXEC_ROOT})")
+    p.add_argument("-H", "--host", action="append", default=[], help="unix://PATH to listen on (repeatable)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--cgroup-parent", default="corral", help="cgroup parent of the containers (relative: below ours)")
+    p.add_argument("--group", default="corral", help="group allowed on the socket (default corral)")
+    return p
+
+
+def build_methods(engine: Engine, bus: EventBus) -> Methods:
+    """The RPC surface: one method per Engine call (docs/protocol.md lists them)."""
+    m = Methods()
+
+    @m.unary("system.ping")
+    async def ping() -> str:
+        return "OK"
+
+    @m.unary("container.create")
+    async def create(body: dict, name: str | None = None) -> dict:
+        return await engine.container_create(body, name=name)
+
+    @m.unary("container.start")
+    async def start(id: str) -> bool:
+        return await engine.container_start(id)
+
+    @m.unary("container.stop")
+    async def stop(id: str, timeout: float | None = None) -> bool:
+        return await engine.container_stop(id, timeout_s=timeout)
+
+    @m.unary("container.restart")
+    async def restart(id: str, timeout: float | None = None) -> None:
+        await engine.container_restart(id, timeout_s=timeout)
+
+    @m.unary("container.kill")
+    async def kill(id: str, signal: str | int = "SIGKILL") -> None:
+        await engine.container_kill(id, signal_name=signal)
+
+    @m.unary("container.wait")
+    async def wait(id: str) -> dict:
+        return await engine.container_wait(id)
+
+    @m.unary("container.remove")
+    async def remove(id: str, force: bool = False) -> None:
+        await engine.container_remove(id, force=force)
+
+    @m.unary("container.pause")
+    async def pause(id: str) -> None:
+        await engine.container_pause(id)
+
+    @m.unary("container.unpause")
+    async def unpause(id: str) -> None:
+        await engine.container_unpause(id)
+
+    @m.unary("container.rename")
+    async def rename(id: str, name: str) -> None:
+        await engine.container_rename(id, name)
+
+    @m.unary("container.list")
+    async def list_(all: bool = False) -> list:
+        return engine.container_list(all=all)
+
+    @m.unary("container.inspect")
+    async def inspect(id: str) -> dict:
+        return engine.container_inspect(id)
+
+    @m.unary("image.list")
+    async def images() -> list:
+        return await trio.to_thread.run_sync(engine.image_list)
+
+    @m.unary("image.bootstrap")
+    async def bootstrap(name: str = "busybox") -> dict:
+        return await engine.image_bootstrap(name)
+
+    @m.stream("system.events")
+    async def events(filters: dict | None = None, since: int | None = None, until: int | None = None):
+        try:
+            flt = EventFilter.from_docker(filters or {})
+        except Exception as exc:     # a filter the protocol rejects is the caller's error
+            raise InvalidRequest(str(exc)) from None
+        async with bus.subscribe(filter=flt, since_seq=since, until_seq=until) as subscription:
+            async for event in subscription:
+                yield event.to_dict()
+
+    return m
+
+
+async def serve(args: argparse.Namespace) -> int:
+    args.data_root.mkdir(parents=True, exist_ok=True)
+    args.exec_root.mkdir(parents=True, exist_ok=True)
+    if os.getpid() != 1:
+        _syscalls.set_child_subreaper()     # orphans of our containers' helpers land on us
+    sockets = [h.removeprefix("unix://") for h in args.host] or [str(args.exec_root / "corral.sock")]
+    for s in sockets:
+        if not s.startswith("/"):
+            raise SystemExit(f"corral daemon: -H {s}: only unix:///absolute/path is supported")
+    db = args.data_root / "state.db"
+    journal = await trio.to_thread.run_sync(Journal, db)
+    store = await trio.to_thread.run_sync(StateStore, db)
+    bus = EventBus(journal)
+    from runtime.images import ImageStore
+    images = await trio.to_thread.run_sync(ImageStore, args.data_root)
+    mode = detect_mode(Path("/proc/self/mountinfo").read_text())
+    try:
+        async with open_linux_host() as host, trio.open_nursery() as nursery:
+            engine = Engine(data_root=args.data_root, host=host, bus=bus, store=store, images=images,
+                            nursery=nursery, cgroup_parent=args.cgroup_parent,
+                            privileged_caps=held_bounding_set(), cgroup_namespace=mode is CgroupMode.UNIFIED)
+            await engine.restore()
+            methods = build_methods(engine, bus)
+            for s in sockets:
+                await nursery.start(partial(serve_unix, group=args.group), s, methods)
+            log.info("corral daemon ready (pid %d, data root %s, sockets %s)", os.getpid(), args.data_root, sockets)
+            await _signals(engine, host)
+            log.info("shutting down: stopping containers")
+            await engine.shutdown()
+            nursery.cancel_scope.cancel()
+    finally:
+        bus.close()
+        store.close()
+        journal.close()
+    log.info("corral daemon stopped")
+    return 0
+
+
+async def _signals(engine: Engine, host) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD) as signals:
+        async for signum in signals:
+            if signum == signal.SIGCHLD:
+                _reap_orphans(engine, host)
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload yet")
+            else:
+                return
+
+
+def _reap_orphans(engine: Engine, host) -> None:
+    """Reap zombies that are ours to reap: not the spawner, not a container init."""
+    if host.spawning:
+        return          # an init may be between the spawner's reply and its task: next SIGCHLD
+    keep = {host.spawner_pid} | engine.child_pids()
+    for pid in _children():
+        if pid not in keep:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    return trio.run(serve, args)
