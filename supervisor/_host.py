@@ -34,6 +34,7 @@ class Host(Protocol):
     async def oom_kills(self, cgroup: str) -> int: ...
     async def remove_cgroup(self, cgroup: str) -> None: ...
     async def freeze(self, cgroup: str, frozen: bool) -> None: ...
+    async def pids(self, cgroup: str) -> list[int]: ...
 
 
 class LinuxHost:
@@ -99,6 +100,15 @@ class LinuxHost:
 
     async def freeze(self, cgroup: str, frozen: bool) -> None:
         await self._run(lambda: self._cgroup(cgroup).set_frozen(frozen))
+
+    async def pids(self, cgroup: str) -> list[int]:
+        """Host PIDs in the cgroup (``cgroup.procs``); [] once it is gone."""
+        def read() -> list[int]:
+            try:
+                return self._cgroup(cgroup).pids()
+            except CgroupError:
+                return []
+        return await self._run(read)
 
     async def remove_cgroup(self, cgroup: str) -> None:
         def remove() -> None:

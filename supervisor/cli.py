@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "daemon":
         from .daemon import main as daemon_main
         return daemon_main(argv[1:])
-    if argv and argv[0] in ("-v", "--version", "version"):
+    if argv and argv[0] in ("-v", "--version"):
         from importlib.metadata import version
         print(f"corral version {version('corral')}")
         return 0

@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("containers", nargs="+")
     sp = sub.add_parser("rm")
     sp.add_argument("-f", "--force", action="store_true")
+    sp.add_argument("-v", "--volumes", action="store_true", help="remove the container's anonymous volumes too")
     sp.add_argument("containers", nargs="+")
     sub.add_parser("wait").add_argument("containers", nargs="+")
     sp = sub.add_parser("rename")
@@ -78,7 +79,36 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-a", "--all", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.add_argument("--no-trunc", action="store_true")
+    sp.add_argument("-f", "--filter", action="append", default=[],
+                    help="key=value: status, name, label, id, ancestor, exited, volume")
+    sp.add_argument("-n", "--last", type=int, default=0, help="the n last created containers (any state)")
+    sp.add_argument("-l", "--latest", action="store_true", help="the last created container (any state)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp = sub.add_parser("top")
+    sp.add_argument("container")
+    sp.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
+    sp = sub.add_parser("container")
+    csub = sp.add_subparsers(dest="container_verb", required=True)
+    cp = csub.add_parser("prune", help="remove every stopped container")
+    cp.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    cp.add_argument("--filter", action="append", default=[], help="label=KEY[=VALUE], label!=KEY[=VALUE]")
+    for verb in ("info", "version"):
+        sub.add_parser(verb).add_argument("--format", choices=("text", "json"), default="text")
+    sp = sub.add_parser("volume")
+    vsub = sp.add_subparsers(dest="volume_verb", required=True)
+    vp = vsub.add_parser("create")
+    vp.add_argument("name", nargs="?")
+    vp.add_argument("-d", "--driver", default="local")
+    vp.add_argument("--label", action="append", default=[])
+    vp.add_argument("-o", "--opt", action="append", default=[])
+    vp = vsub.add_parser("ls")
+    vp.add_argument("-q", "--quiet", action="store_true")
+    vp.add_argument("-f", "--filter", action="append", default=[], help="key=value: name, label, dangling, driver")
+    vp.add_argument("--format", choices=("table", "json"), default="table")
+    vp = vsub.add_parser("rm")
+    vp.add_argument("-f", "--force", action="store_true")
+    vp.add_argument("volumes", nargs="+")
+    vsub.add_parser("inspect").add_argument("volumes", nargs="+")
     sp = sub.add_parser("images")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp = sub.add_parser("image")
@@ -115,9 +145,19 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     for path in args.env_file:
         with open(path) as f:
             env += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
-    binds, tmpfs = [], {}
+    binds, volumes, tmpfs = [], {}, {}
     for v in args.volume:
-        binds.append(v)
+        # docker's split: "-v /ctr/path" alone asks for an anonymous volume (Config.Volumes);
+        # anything with a source ("/host:/ctr", "name:/ctr") is a bind.
+        # "./dir:/ctr" is made absolute here, as the docker 23+ CLI does; the API
+        # would read "./dir" as a (bad) volume name.
+        source, sep, rest = v.partition(":")
+        if not sep and v.startswith("/"):
+            volumes[v] = {}
+        elif source in (".", "..") or source.startswith(("./", "../")):
+            binds.append(os.path.abspath(source) + sep + rest)
+        else:
+            binds.append(v)
     for t in args.tmpfs:
         dest, _, opts = t.partition(":")
         tmpfs[dest] = opts
@@ -139,6 +179,8 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         "Labels": dict(label.partition("=")[::2] for label in args.label),
         "HostConfig": host,
     }
+    if volumes:
+        body["Volumes"] = volumes
     if args.stop_signal:
         body["StopSignal"] = args.stop_signal
     if args.stop_timeout is not None:
@@ -190,7 +232,7 @@ async def cmd_run(client, args) -> int:
         return int(result["StatusCode"])
     finally:
         if remove_after:
-            await client.call("container.remove", id=cid, force=True)
+            await client.call("container.remove", id=cid, force=True, volumes=True)
 
 
 async def _follow(path: str, done: trio.Event) -> None:
@@ -252,7 +294,7 @@ async def cmd_kill(client, args) -> int:
 
 
 async def cmd_rm(client, args) -> int:
-    return await _each(client, args, "container.remove", force=args.force)
+    return await _each(client, args, "container.remove", force=args.force, volumes=args.volumes)
 
 
 async def cmd_pause(client, args) -> int:
@@ -282,8 +324,20 @@ async def cmd_inspect(client, args) -> int:
     return 0
 
 
+def _filters(pairs: list[str]) -> dict[str, list[str]]:
+    """Repeated ``--filter key=value`` -> Docker's filter object (values of one key collect)."""
+    filters: dict[str, list[str]] = {}
+    for f in pairs:
+        key, sep, value = f.partition("=")
+        if not sep or not key:
+            raise InvalidContainerConfig(f"bad format of filter (expected name=value): {f!r}")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
 async def cmd_ps(client, args) -> int:
-    rows = await client.call("container.list", all=args.all)
+    rows = await client.call("container.list", all=args.all, filters=_filters(args.filter),
+                             limit=1 if args.latest else args.last)
     if args.quiet:
         for r in rows:
             print(r["Id"] if args.no_trunc else r["Id"][:12])
@@ -300,6 +354,144 @@ async def cmd_ps(client, args) -> int:
                       _ago(now - r["Created"]), r["Status"], "", ",".join(n.lstrip("/") for n in r["Names"])))
     _print_table(table)
     return 0
+
+
+async def cmd_top(client, args) -> int:
+    """docker top: ps's columns for the container's processes (their host PIDs)."""
+    top = await client.call("container.top", id=args.container, ps_args=" ".join(args.ps_args) or "-ef")
+    _print_table([tuple(top["Titles"])] + [tuple(p) for p in top["Processes"]], minwidth=20)
+    return 0
+
+
+async def cmd_container(client, args) -> int:
+    # Only prune for now; the other `container X` verbs are the top-level ones.
+    if not args.force and not _confirm("WARNING! This will remove all stopped containers.\n"
+                                       "Are you sure you want to continue? [y/N] "):
+        return 0
+    report = await client.call("container.prune", filters=_filters(args.filter))
+    if report["ContainersDeleted"]:
+        print("Deleted Containers:")
+        for cid in report["ContainersDeleted"]:
+            print(cid)
+        print()
+    print(f"Total reclaimed space: {_size(report['SpaceReclaimed'], precision=4)}")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    """docker's prompt: only "y" or "yes" (any case) proceeds; no input is a no."""
+    print(question, end="", flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _client_version() -> dict[str, Any]:
+    import platform
+
+    from .engine import API_VERSION, go_arch, server_version
+    return {"Version": server_version(), "ApiVersion": API_VERSION, "PythonVersion": platform.python_version(),
+            "Os": "linux", "Arch": go_arch(platform.machine())}
+
+
+async def cmd_version(client, args) -> int:
+    client_side = _client_version()
+    server = await client.call("system.version")
+    if args.format == "json":
+        print(json.dumps({"Client": client_side, "Server": server}))
+        return 0
+    _print_fields([
+        ("Client:", None),
+        (" Version:", client_side["Version"]), (" API version:", client_side["ApiVersion"]),
+        (" Python version:", client_side["PythonVersion"]),
+        (" OS/Arch:", f"{client_side['Os']}/{client_side['Arch']}"),
+        ("", None),
+        (f"Server: {server['Platform']['Name']}", None),
+        (" Engine:", None),
+        ("  Version:", server["Version"]),
+        ("  API version:", f"{server['ApiVersion']} (minimum version {server['MinAPIVersion']})"),
+        ("  Python version:", server["PythonVersion"]),
+        ("  OS/Arch:", f"{server['Os']}/{server['Arch']}"),
+        ("  Kernel:", server["KernelVersion"]),
+    ])
+    return 0
+
+
+async def cmd_info(client, args) -> int:
+    info = await client.call("system.info")
+    if args.format == "json":
+        print(json.dumps(info))
+        return 0
+    lines = [
+        "Server:",
+        f" Containers: {info['Containers']}",
+        f"  Running: {info['ContainersRunning']}",
+        f"  Paused: {info['ContainersPaused']}",
+        f"  Stopped: {info['ContainersStopped']}",
+        f" Images: {info['Images']}",
+        f" Server Version: {info['ServerVersion']}",
+        f" Storage Driver: {info['Driver']}",
+        f" Cgroup Driver: {info['CgroupDriver']}",
+        f" Cgroup Version: {info['CgroupVersion']}",
+        f" Kernel Version: {info['KernelVersion']}",
+        f" Operating System: {info['OperatingSystem']}",
+        f" OSType: {info['OSType']}",
+        f" Architecture: {info['Architecture']}",
+        f" CPUs: {info['NCPU']}",
+        f" Total Memory: {_binary_size(info['MemTotal'])}",
+        f" Name: {info['Name']}",
+        f" ID: {info['ID']}",
+        f" Docker Root Dir: {info['DockerRootDir']}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _print_fields(rows: list[tuple[str, str | None]]) -> None:
+    """docker version's layout: labels padded to one column, headings alone on their line."""
+    width = max(len(label) for label, value in rows if value is not None) + 1
+    for label, value in rows:
+        print(label if value is None else f"{label.ljust(width)}{value}")
+
+
+async def cmd_volume(client, args) -> int:
+    verb = args.volume_verb
+    if verb == "create":
+        opts = dict(o.partition("=")[::2] for o in args.opt)
+        volume = await client.call("volume.create", name=args.name, driver=args.driver,
+                                   labels=dict(label.partition("=")[::2] for label in args.label),
+                                   driver_opts=opts or None)
+        print(volume["Name"])
+        return 0
+    if verb == "ls":
+        volumes = (await client.call("volume.list", filters=_filters(args.filter)))["Volumes"]
+        if args.quiet:
+            for v in volumes:
+                print(v["Name"])
+        elif args.format == "json":
+            for v in volumes:
+                print(json.dumps(v))
+        else:
+            _print_table([("DRIVER", "VOLUME NAME")] + [(v["Driver"], v["Name"]) for v in volumes])
+        return 0
+    if verb == "inspect":
+        code, out = 0, []
+        for name in args.volumes:
+            try:
+                out.append(await client.call("volume.inspect", name=name))
+            except RpcError as exc:
+                print(f"corral: {exc.message}", file=sys.stderr)
+                code = 1
+        print(json.dumps(out, indent=4))
+        return code
+    code = 0                                   # rm
+    for name in args.volumes:
+        try:
+            await client.call("volume.remove", name=name, force=args.force)
+            print(name)
+        except RpcError as exc:
+            print(f"corral: {exc.message}", file=sys.stderr)
+            code = 1
+    return code
 
 
 async def cmd_images(client, args) -> int:
@@ -341,10 +533,14 @@ async def cmd_events(client, args) -> int:
     return 0
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+def _print_table(rows: list[tuple[str, ...]], *, minwidth: int = 10) -> None:
+    """Columns as docker's Go tabwriter aligns them: each cell padded to max(minwidth,
+    longest + 3); the last column is not padded. Listings use minwidth 10, top 20."""
+    columns = max(len(r) for r in rows)
+    widths = [max([minwidth] + [len(r[i]) + 3 for r in rows if len(r) > i]) for i in range(columns)]
     for r in rows:
-        print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths)] + [r[-1]]
+        print("".join(cells).rstrip())
 
 
 def _trunc(text: str, n: int) -> str:
@@ -365,17 +561,28 @@ def _epoch(created: Any) -> float:
         return time.time()
 
 
-def _size(n: int) -> str:
+def _size(n: float, *, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision: decimal units (images use 3 digits, prune 4)."""
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000:
-            return f"{n:.3g}{unit}"
+            return f"{n:.{precision}g}{unit}"
         n /= 1000
-    return f"{n:.3g}TB"
+    return f"{n:.{precision}g}TB"
+
+
+def _binary_size(n: float) -> str:
+    """go-units BytesSize: binary units, 4 digits ("15.51GiB"), as docker info prints memory."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n:.4g}TiB"
 
 
 _VERBS = {
     "run": cmd_run, "create": cmd_create, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart,
     "kill": cmd_kill, "rm": cmd_rm, "pause": cmd_pause, "unpause": cmd_unpause, "wait": cmd_wait,
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
-    "events": cmd_events,
+    "events": cmd_events, "top": cmd_top, "container": cmd_container, "info": cmd_info, "version": cmd_version,
+    "volume": cmd_volume,
 }

@@ -82,8 +82,16 @@ def build_methods(engine: Engine, bus: EventBus) -> Methods:
         return await engine.container_wait(id)
 
     @m.unary("container.remove")
-    async def remove(id: str, force: bool = False) -> None:
-        await engine.container_remove(id, force=force)
+    async def remove(id: str, force: bool = False, volumes: bool = False) -> None:
+        await engine.container_remove(id, force=force, volumes=volumes)
+
+    @m.unary("container.prune")
+    async def prune(filters: dict | None = None) -> dict:
+        return await engine.container_prune(filters)
+
+    @m.unary("container.top")
+    async def top(id: str, ps_args: str = "-ef") -> dict:
+        return await engine.container_top(id, ps_args)
 
     @m.unary("container.pause")
     async def pause(id: str) -> None:
@@ -98,8 +106,8 @@ def build_methods(engine: Engine, bus: EventBus) -> Methods:
         await engine.container_rename(id, name)
 
     @m.unary("container.list")
-    async def list_(all: bool = False) -> list:
-        return engine.container_list(all=all)
+    async def list_(all: bool = False, filters: dict | None = None, limit: int = 0) -> list:
+        return await engine.container_list(all=all, filters=filters, limit=limit)
 
     @m.unary("container.inspect")
     async def inspect(id: str) -> dict:
@@ -112,6 +120,31 @@ def build_methods(engine: Engine, bus: EventBus) -> Methods:
     @m.unary("image.bootstrap")
     async def bootstrap(name: str = "busybox") -> dict:
         return await engine.image_bootstrap(name)
+
+    @m.unary("volume.create")
+    async def volume_create(name: str | None = None, driver: str = "local", labels: dict | None = None,
+                            driver_opts: dict | None = None) -> dict:
+        return await engine.volume_create(name, driver=driver, labels=labels, driver_opts=driver_opts)
+
+    @m.unary("volume.list")
+    async def volume_list(filters: dict | None = None) -> dict:
+        return engine.volume_list(filters)
+
+    @m.unary("volume.inspect")
+    async def volume_inspect(name: str) -> dict:
+        return engine.volume_inspect(name)
+
+    @m.unary("volume.remove")
+    async def volume_remove(name: str, force: bool = False) -> None:
+        await engine.volume_remove(name, force=force)
+
+    @m.unary("system.info")
+    async def info() -> dict:
+        return await engine.system_info()
+
+    @m.unary("system.version")
+    async def version() -> dict:
+        return engine.system_version()
 
     @m.stream("system.events")
     async def events(filters: dict | None = None, since: int | None = None, until: int | None = None):
@@ -177,8 +210,10 @@ async def _signals(engine: Engine, host) -> None:
 
 def _reap_orphans(engine: Engine, host) -> None:
     """Reap zombies that are ours to reap: not the spawner, not a container init."""
-    if host.spawning:
-        return          # an init may be between the spawner's reply and its task: next SIGCHLD
+    if host.spawning or engine.helpers_running:
+        # An init may be between the spawner's reply and its task, and a helper's (ps)
+        # status belongs to trio's wait: the next SIGCHLD reaps what is left.
+        return
     keep = {host.spawner_pid} | engine.child_pids()
     for pid in _children():
         if pid not in keep:

@@ -13,16 +13,30 @@ Rules:
    crash could take back.
 4. Blocking work (mounts, files, SQLite) runs in worker threads; nothing here
    blocks the event loop.
+5. Filters are Docker's: values of one key are OR-ed, keys are AND-ed (except
+   ``label``, which moby AND-s too: every label filter must hold). An unknown
+   key is the caller's error, never silently ignored.
+
+Volumes are moby's "local" driver: a directory ``<data-root>/volumes/<name>/_data``
+bind-mounted into containers. A ``HostConfig.Binds`` source without a leading
+"/" names a volume, created on first use; ``Config.Volumes`` entries not
+covered by a bind get anonymous volumes (64-hex names, labelled
+``com.docker.volume.anonymous``), which ``rm -v`` and ``--rm`` remove.
+Rejected: resolving volumes inside ``protocols.container_config``; it is pure
+and must not create directories, so the Engine rewrites the binds first.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import secrets
 import shutil
 import signal
+import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +45,22 @@ import trio
 
 from protocols.container_config import InvalidContainerConfig, runtime_config
 from runtime import overlay
-from runtime.cgroups import resources_from_oci
+from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
 from runtime.images import ImageError, ImageNotFound
 from runtime.spawn import open_pidfd
 
 from ._host import Host
-from .errors import Conflict, CorralError, InvalidRequest, NameInUse, NoSuchContainer, NoSuchImage, StartFailed
+from .errors import (
+    Conflict,
+    CorralError,
+    InvalidRequest,
+    NameInUse,
+    NoSuchContainer,
+    NoSuchImage,
+    NoSuchVolume,
+    StartFailed,
+    Unavailable,
+)
 from .events import EventBus
 from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore
@@ -46,6 +70,16 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")      # moby's validContain
 _STOPPING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "quiet", "sharp", "sunny", "witty")
 _NOUNS = ("ada", "babbage", "curie", "dijkstra", "euler", "gauss", "hopper", "knuth", "lovelace", "turing")
+API_VERSION = "1.41"             # the Docker Engine API version whose shapes we answer with
+# moby's container states (container/state.go IsValidStateString); "removing"
+# and "dead" never occur here but are valid filter values all the same.
+STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
+PS_FILTERS = frozenset({"status", "name", "label", "id", "ancestor", "exited", "volume"})
+_PS_FILTERS_NOT_YET = frozenset({"before", "since", "health", "network", "publish", "expose", "is-task", "isolation"})
+PRUNE_FILTERS = frozenset({"label", "label!"})
+VOLUME_FILTERS = frozenset({"name", "label", "dangling", "driver"})
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"      # what moby 23+ puts on anonymous volumes
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # moby's RestrictedNamePattern
 
 
 @dataclass
@@ -61,6 +95,9 @@ class Entry:
     auto_remove: bool = False
     paused: bool = False
     mounted: bool = False
+    ran: bool = False               # a start was attempted, so a cgroup may exist
+    # Docker's MountPoint objects (inspect "Mounts"), volume sources resolved.
+    mounts: list[dict[str, Any]] = field(default_factory=list)
     scope: trio.CancelScope | None = field(default=None, repr=False)
     done: trio.Event | None = field(default=None, repr=False)
 
@@ -89,7 +126,13 @@ class Engine:
         self.privileged_caps = privileged_caps
         self.cgroup_namespace = cgroup_namespace
         self._containers: dict[str, Entry] = {}
+        self._volumes: dict[str, dict[str, Any]] = {}
+        # Volumes named by creates in flight: not yet in any Entry, but not removable.
+        self._volumes_pending: Counter[str] = Counter()
+        # Helper processes (ps) running: the daemon's orphan reaper must not steal their status.
+        self.helpers_running = 0
         (data_root / "containers").mkdir(parents=True, exist_ok=True)
+        (data_root / "volumes").mkdir(mode=0o701, parents=True, exist_ok=True)
 
     # --- lookup ------------------------------------------------------------------
 
@@ -126,18 +169,41 @@ class Engine:
         cid = secrets.token_hex(32)
         cdir = self.data_root / "containers" / cid
         host_config = body.get("HostConfig") or {}
+        if not isinstance(host_config, dict):
+            raise InvalidRequest("HostConfig: must be an object")
+        mounts = plan_mounts(host_config.get("Binds"), body.get("Volumes"))
+        volume_names = [m["Name"] for m in mounts if m["Type"] == "volume" and m["Name"]]
+        self._volumes_pending.update(volume_names)
+        anonymous: list[str] = []          # created by this call: removed again if it fails
         try:
             policy = parse_restart_policy(_restart_text(host_config.get("RestartPolicy")))
             if policy.name != "no" and host_config.get("AutoRemove"):
                 raise InvalidRequest("conflicting options: cannot combine --restart and --rm")
-            config = await trio.to_thread.run_sync(self._prepare_dir, cid, cdir, body, image)
+            for m in mounts:
+                if m["Type"] == "volume":
+                    if not m["Name"]:
+                        m["Name"] = secrets.token_hex(32)
+                        anonymous.append(m["Name"])
+                        self._volumes_pending[m["Name"]] += 1
+                    volume = await self._ensure_volume(m["Name"], anonymous=m["Name"] in anonymous)
+                    m["Source"] = volume["Mountpoint"]
+            # runtime_config sees host paths only; the body we keep names the volumes, as Docker's does.
+            resolved = {**body, "HostConfig": {**host_config, "Binds": [_bind_text(m) for m in mounts] or None}}
+            config = await trio.to_thread.run_sync(self._prepare_dir, cid, cdir, resolved, image)
             resources = resources_from_oci(config["linux"]["resources"])
-        except (InvalidContainerConfig, ValueError) as exc:
-            shutil.rmtree(cdir, ignore_errors=True)
-            raise InvalidRequest(str(exc)) from None
-        except BaseException:
-            shutil.rmtree(cdir, ignore_errors=True)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                shutil.rmtree(cdir, ignore_errors=True)
+                for name in anonymous:
+                    self._volumes_pending[name] -= 1
+                    await self._drop_volume(name)
+                anonymous.clear()
+            if isinstance(exc, (InvalidContainerConfig, ValueError)):
+                raise InvalidRequest(str(exc)) from None
             raise
+        finally:
+            self._volumes_pending.subtract(volume_names + anonymous)
+            self._volumes_pending += Counter()          # drop the zero counts
         sup = Supervised(
             id=cid, name=name, config=config, bundle=str(cdir), cgroup=config["linux"]["cgroupsPath"],
             resources=resources, policy=policy,
@@ -145,7 +211,8 @@ class Engine:
             stop_timeout_s=float(body["StopTimeout"]) if body.get("StopTimeout") is not None else 10.0,
             log_path=str(cdir / "output.log"),
         )
-        entry = Entry(sup, body, image_ref, image.id, time.time_ns(), cdir, auto_remove=bool(host_config.get("AutoRemove")))
+        entry = Entry(sup, body, image_ref, image.id, time.time_ns(), cdir, auto_remove=bool(host_config.get("AutoRemove")),
+                      mounts=mounts)
         self._containers[cid] = entry
         await self._save(entry)
         await self._publish("create", sup, {})
@@ -224,11 +291,13 @@ class Engine:
 
     async def _run(self, e: Entry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         e.done = trio.Event()
+        e.ran = True
         try:
             with trio.CancelScope() as scope:
                 e.scope = scope
                 if not e.mounted:
                     await trio.to_thread.run_sync(self._mount, e)
+                await self._publish_volume_mounts(e, "mount")
                 await supervise(e.sup, self.host, self._publish, task_status=task_status)
         finally:
             with trio.CancelScope(shield=True):
@@ -236,10 +305,11 @@ class Engine:
                 e.paused = False
                 if e.mounted:
                     await trio.to_thread.run_sync(self._unmount, e)
+                    await self._publish_volume_mounts(e, "unmount")
                 await self._save(e)
                 e.done.set()
                 if e.auto_remove and e.sup.id in self._containers:
-                    await self._remove(e)
+                    await self._remove(e, volumes=True)       # --rm takes anonymous volumes too (moby)
 
     def _mount(self, e: Entry) -> None:
         image = self.images.get(e.image_id)
@@ -312,35 +382,170 @@ class Engine:
         await self._save(e)
         await self._publish("rename", e.sup, {"oldName": "/" + old})
 
-    async def container_remove(self, ref: str, *, force: bool = False) -> None:
+    async def container_remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """docker rm. ``volumes`` (-v) also removes the container's anonymous volumes that no
+        other container uses; named volumes always stay (Docker's rule).
+
+        Raises:
+            NoSuchContainer; Conflict: it runs and ``force`` is false.
+        """
         e = self._get(ref)
         if e.running:
             if not force:
                 raise Conflict(f"you cannot remove a running container {e.sup.id}. "
                                f"Stop the container before attempting removal or force remove")
             await self.container_stop(e.sup.id, timeout_s=0)
-        await self._remove(e)
+        await self._remove(e, volumes=volumes)
 
-    async def _remove(self, e: Entry) -> None:
+    async def _remove(self, e: Entry, *, volumes: bool = False) -> None:
         self._containers.pop(e.sup.id, None)
-        await self.host.remove_cgroup(e.sup.cgroup)
+        if e.ran:
+            # Only a container that was ever started got a cgroup; killing a missing
+            # one fails (the v1 freezer write), so a never-started one skips this.
+            await self.host.remove_cgroup(e.sup.cgroup)
         await trio.to_thread.run_sync(lambda: (self.store.delete_container(e.sup.id),
                                                shutil.rmtree(e.dir, ignore_errors=True)))
         await self._publish("destroy", e.sup, {})
+        if volumes:
+            for m in e.mounts:
+                name = m.get("Name")
+                if (m["Type"] == "volume" and name in self._volumes
+                        and ANONYMOUS_LABEL in (self._volumes[name].get("Labels") or {})
+                        and not self._volume_users(name)):
+                    await self._drop_volume(name)
+
+    async def container_prune(self, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """docker container prune: remove every container that is not running.
+
+        Args:
+            filters: ``label`` (key or key=value; all must hold) and ``label!`` (none may hold).
+
+        Returns:
+            Docker's shape: {"ContainersDeleted": [ids], "SpaceReclaimed": bytes of their writable layers}.
+
+        Raises:
+            InvalidRequest: an unknown filter key.
+        """
+        flt = normalize_filters(filters, PRUNE_FILTERS)
+        deleted, reclaimed = [], 0
+        for e in list(self._containers.values()):
+            if e.running or e.sup.id not in self._containers:
+                continue
+            labels = e.body.get("Labels") or {}
+            if not labels_match(labels, flt.get("label", [])):
+                continue
+            if flt.get("label!") and any(labels_match(labels, [want]) for want in flt["label!"]):
+                continue
+            reclaimed += await trio.to_thread.run_sync(_disk_usage, e.dir / "upper")
+            await self._remove(e)
+            deleted.append(e.sup.id)
+        await self.bus.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
+
+    async def container_top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
+        """docker top: ``ps ps_args`` on the host, narrowed to the processes of the container's cgroup.
+
+        Returns:
+            Docker's shape: {"Titles": [...], "Processes": [[...], ...]}; the last column
+            (the command) keeps its spaces.
+
+        Raises:
+            NoSuchContainer; Conflict: not running; InvalidRequest: ps refused the options or
+            printed no PID column; Unavailable: no ``ps`` on the host.
+        """
+        e = self._get(ref)
+        if not e.running:
+            raise Conflict(f"container {e.sup.id} is not running")
+        pids = await self.host.pids(e.sup.cgroup)
+        args = ps_args.split()
+        out = None
+        if pids:
+            # -q selects just our PIDs (cheap on a busy host); some options (forest
+            # listings) refuse it, so fall back to every process and filter (moby does too).
+            out = await self._ps([*args, "-q", ",".join(map(str, pids))])
+        if out is None:
+            out = await self._ps(args, check=True)
+        try:
+            titles, processes = parse_ps_output(out, pids)
+        except ValueError as exc:
+            raise InvalidRequest(f"top {ps_args!r}: {exc}") from None
+        await self._publish("top", e.sup, {})
+        return {"Titles": titles, "Processes": processes}
+
+    async def _ps(self, args: list[str], *, check: bool = False) -> str | None:
+        """``ps ARGS`` output, or None when it failed and ``check`` is false."""
+        exe = shutil.which("ps")
+        if exe is None:
+            raise Unavailable("top needs ps (procps) on the host: none on PATH")
+        # A plain exec of ps (vfork/exec in the stdlib, no Python code in the child), so
+        # the daemon's no-fork rule holds. helpers_running keeps the orphan reaper off it.
+        self.helpers_running += 1
+        try:
+            done = await trio.run_process([exe, *args], capture_stdout=True, capture_stderr=True, check=False,
+                                          stdin=subprocess.DEVNULL)
+        finally:
+            self.helpers_running -= 1
+        if done.returncode != 0:
+            if check:
+                # SPEC: moby answers 500; a ps that refuses its options is the caller's mistake, so 400.
+                raise InvalidRequest(f"ps {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
+            return None
+        return done.stdout.decode(errors="replace")
 
     # --- queries -------------------------------------------------------------------
 
-    def container_list(self, *, all: bool = False) -> list[dict[str, Any]]:
-        """docker ps: newest first, running only unless ``all``."""
+    async def container_list(self, *, all: bool = False, filters: dict[str, Any] | None = None,
+                             limit: int = 0) -> list[dict[str, Any]]:
+        """docker ps (GET /containers/json): newest first.
+
+        Args:
+            all: stopped containers too. A ``status`` filter or a ``limit`` implies it (moby).
+            filters: ``{key: [values]}`` or Docker's older ``{key: {value: true}}``. Keys:
+                status, name (regex, searched in "/name"), label (key or key=value), id (prefix),
+                ancestor (image name or id), exited (exit code), volume (name or destination).
+            limit: the newest ``limit`` only (``-n``, ``-l``); 0 for no limit.
+
+        Raises:
+            InvalidRequest: an unknown key, a bad status or exit code, a bad name regex.
+        """
+        flt = normalize_filters(filters, PS_FILTERS, not_yet=_PS_FILTERS_NOT_YET)
+        for value in flt.get("status", []):
+            if value not in STATES:
+                raise InvalidRequest(f"invalid filter 'status={value}'")
+        if "status" in flt or limit > 0:
+            all = True
+        ancestors = None
+        if "ancestor" in flt:
+            ancestors = await trio.to_thread.run_sync(self._image_ids, flt["ancestor"])
         entries = sorted(self._containers.values(), key=lambda e: e.created_ns, reverse=True)
-        return [self._summary(e) for e in entries if all or e.running]
+        out = []
+        for e in entries:
+            if not (all or e.running):
+                continue
+            summary = self._summary(e)
+            exit_code = e.sup.exit_code if e.status == "exited" else None
+            if container_matches(summary, flt, exit_code=exit_code, ancestor_ids=ancestors):
+                out.append(summary)
+        return out[:limit] if limit > 0 else out
+
+    def _image_ids(self, refs: list[str]) -> set[str]:
+        """Ids of the images named (worker thread); a name that matches nothing is skipped (moby)."""
+        ids = set()
+        for ref in refs:
+            try:
+                ids.add(self.images.get(ref).id)
+            except ImageError:
+                continue
+        return ids
 
     def _summary(self, e: Entry) -> dict[str, Any]:
         args = e.sup.config["process"]["args"]
         return {
             "Id": e.sup.id, "Names": ["/" + e.sup.name], "Image": e.image, "ImageID": e.image_id,
-            "Command": " ".join(args), "Created": e.created_ns // 1_000_000_000,
+            # moby's list.go: an argument with a space is shown in single quotes.
+            "Command": " ".join(f"'{a}'" if " " in a else a for a in args), "Created": e.created_ns // 1_000_000_000,
             "State": e.status, "Status": _status_text(e), "Labels": dict(e.body.get("Labels") or {}),
+            "Mounts": [dict(m) for m in e.mounts],
         }
 
     def container_inspect(self, ref: str) -> dict[str, Any]:
@@ -362,6 +567,7 @@ class Engine:
             "Config": {"Hostname": s.config["hostname"], "Env": process["env"], "Cmd": e.body.get("Cmd"),
                        "Image": e.image, "Entrypoint": e.body.get("Entrypoint"), "WorkingDir": process["cwd"],
                        "Labels": dict(e.body.get("Labels") or {}), "StopSignal": signal.Signals(s.stop_signal).name},
+            "Mounts": [dict(m) for m in e.mounts],
             "LogPath": s.log_path, "ResolvConfPath": str(e.dir / "resolv.conf"),
             "HostnamePath": str(e.dir / "hostname"), "HostsPath": str(e.dir / "hosts"),
             "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": str(e.dir / "upper"),
@@ -387,6 +593,162 @@ class Engine:
         await self.bus.publish("image", "import", image.id, {"name": "busybox:latest"})
         return _image_summary(image)
 
+    # --- volumes ---------------------------------------------------------------------------
+
+    def _volume_dir(self, name: str) -> Path:
+        return self.data_root / "volumes" / name
+
+    def _volume_users(self, name: str) -> list[str]:
+        """Ids of the containers (any state) that mount the volume."""
+        return [cid for cid, e in self._containers.items()
+                if any(m["Type"] == "volume" and m.get("Name") == name for m in e.mounts)]
+
+    async def volume_create(self, name: str | None = None, *, driver: str = "local",
+                            labels: dict[str, str] | None = None,
+                            driver_opts: dict[str, str] | None = None) -> dict[str, Any]:
+        """docker volume create (POST /volumes/create). An existing name answers the existing
+        volume, as moby does, so scripts may "create" before every run.
+
+        Args:
+            name: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``; a random 64-hex name when empty.
+
+        Raises:
+            InvalidRequest: a bad name, a driver other than "local", driver options (none supported).
+        """
+        if driver not in ("", "local"):
+            raise InvalidRequest(f"volume driver {driver!r} is not supported (only \"local\")")
+        if driver_opts:
+            # SPEC: moby's local driver takes type/device/o for mount(8); we bind a directory only.
+            raise InvalidRequest(f"volume driver options are not supported: {', '.join(sorted(driver_opts))}")
+        if labels is not None and (not isinstance(labels, dict)
+                                   or not all(isinstance(v, str) for v in labels.values())):
+            raise InvalidRequest("Labels: must be an object of strings")
+        name = name or secrets.token_hex(32)
+        return dict(await self._ensure_volume(name, labels=labels))
+
+    async def _ensure_volume(self, name: str, *, anonymous: bool = False,
+                             labels: dict[str, str] | None = None) -> dict[str, Any]:
+        _check_volume_name(name)
+        if name in self._volumes:
+            return self._volumes[name]
+        mountpoint = self._volume_dir(name) / "_data"
+        labels = dict(labels or {})
+        if anonymous:
+            labels[ANONYMOUS_LABEL] = ""
+        volume = {"CreatedAt": _rfc3339_seconds(time.time_ns()), "Driver": "local", "Labels": labels,
+                  "Mountpoint": str(mountpoint), "Name": name, "Options": {}, "Scope": "local"}
+        # Claimed before the first await: a concurrent create of the same name finds it.
+        self._volumes[name] = volume
+
+        def make() -> None:
+            mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.store.put_volume(name, volume)
+        try:
+            await trio.to_thread.run_sync(make)
+        except BaseException:
+            self._volumes.pop(name, None)
+            raise
+        await self.bus.publish("volume", "create", name, {"driver": "local"})
+        return volume
+
+    def volume_list(self, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """docker volume ls (GET /volumes): {"Volumes": [...], "Warnings": []}, sorted by name.
+
+        Args:
+            filters: name (regex, searched), label (key or key=value; all must hold),
+                dangling (true/false: used by no container), driver.
+
+        Raises:
+            InvalidRequest: an unknown key or a bad dangling value.
+        """
+        flt = normalize_filters(filters, VOLUME_FILTERS)
+        dangling = None
+        for value in flt.get("dangling", []):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise InvalidRequest(f"invalid filter 'dangling={value}'")
+            dangling = value.lower() in ("true", "1")
+        out = []
+        for name, v in sorted(self._volumes.items()):
+            if flt.get("name") and not any(_search(pattern, name, "name") for pattern in flt["name"]):
+                continue
+            if flt.get("driver") and v["Driver"] not in flt["driver"]:
+                continue
+            if not labels_match(v.get("Labels") or {}, flt.get("label", [])):
+                continue
+            if dangling is not None and dangling != (not self._volume_users(name)):
+                continue
+            out.append(dict(v))
+        return {"Volumes": out, "Warnings": []}
+
+    def volume_inspect(self, name: str) -> dict[str, Any]:
+        """docker volume inspect (GET /volumes/{name}). Raises NoSuchVolume."""
+        if name not in self._volumes:
+            raise NoSuchVolume(f"get {name}: no such volume")
+        return dict(self._volumes[name])
+
+    async def volume_remove(self, name: str, *, force: bool = False) -> None:
+        """docker volume rm (DELETE /volumes/{name}).
+
+        Raises:
+            NoSuchVolume: unless ``force``. Conflict: a container (any state) or a create in
+            flight uses it; ``force`` does not override that (moby neither).
+        """
+        if name not in self._volumes:
+            if force:
+                return
+            raise NoSuchVolume(f"get {name}: no such volume")
+        users = self._volume_users(name)
+        if users or self._volumes_pending[name]:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        await self._drop_volume(name)
+
+    async def _drop_volume(self, name: str) -> None:
+        if self._volumes.pop(name, None) is None:
+            return
+        vdir = self._volume_dir(name)
+        # The record goes first: a crash half way leaves a stray directory, never a volume without one.
+        await trio.to_thread.run_sync(lambda: (self.store.delete_volume(name), shutil.rmtree(vdir, ignore_errors=True)))
+        await self.bus.publish("volume", "destroy", name, {"driver": "local"})
+
+    async def _publish_volume_mounts(self, e: Entry, action: str) -> None:
+        for m in e.mounts:
+            if m["Type"] == "volume":
+                await self.bus.publish("volume", action, m["Name"], {
+                    "driver": "local", "container": e.sup.id, "destination": m["Destination"],
+                    "read/write": "true" if m["RW"] else "false", "propagation": ""})
+
+    # --- system ----------------------------------------------------------------------------
+
+    async def system_info(self) -> dict[str, Any]:
+        """docker info (GET /info), in Docker's field names."""
+        counts = Counter(e.status for e in self._containers.values())
+        images = await trio.to_thread.run_sync(self.images.list)
+        host = await trio.to_thread.run_sync(_host_facts, self.data_root)
+        # moby counts by state string: restarting ones are neither running nor paused.
+        return {
+            "ID": host["ID"], "Name": host["Name"], "Containers": len(self._containers),
+            "ContainersRunning": counts["running"], "ContainersPaused": counts["paused"],
+            "ContainersStopped": len(self._containers) - counts["running"] - counts["paused"],
+            "Images": len(images), "Volumes": len(self._volumes), "Driver": "overlay2",
+            "DockerRootDir": str(self.data_root), "CgroupDriver": "cgroupfs",
+            "CgroupVersion": host["CgroupVersion"], "KernelVersion": host["KernelVersion"],
+            "OperatingSystem": host["OperatingSystem"], "OSType": "linux", "Architecture": platform.machine(),
+            "NCPU": host["NCPU"], "MemTotal": host["MemTotal"], "ServerVersion": server_version(),
+            "CgroupParent": self.cgroup_parent,
+        }
+
+    def system_version(self) -> dict[str, Any]:
+        """docker version's server half (GET /version)."""
+        uname = os.uname()
+        return {
+            "Platform": {"Name": "corral"}, "Version": server_version(), "ApiVersion": API_VERSION,
+            # SPEC: only the 1.41 shapes are answered, so that is also the minimum.
+            "MinAPIVersion": API_VERSION, "Os": "linux", "Arch": go_arch(uname.machine),
+            "KernelVersion": uname.release, "PythonVersion": platform.python_version(),
+            "Components": [{"Name": "Engine", "Version": server_version(),
+                            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": API_VERSION}}],
+        }
+
     # --- persistence, events, daemon life -----------------------------------------------
 
     async def _publish(self, action: str, sup: Supervised, attributes: dict[str, str]) -> None:
@@ -404,6 +766,8 @@ class Engine:
     async def restore(self) -> None:
         """Load records after a (re)start. A container that was running when the daemon died
         is killed (it cannot be re-adopted yet), recorded as exited, then its policy decides."""
+        volumes = await trio.to_thread.run_sync(self.store.volumes)
+        self._volumes = {v["Name"]: v for v in volumes}
         records = await trio.to_thread.run_sync(self.store.containers)
         to_start = []
         for r in records:
@@ -439,6 +803,240 @@ class Engine:
         await e.done.wait()
 
 
+# --- filters, mounts, ps: pure helpers (tests/unit/supervisor/test_engine_helpers.py) ---------
+
+def normalize_filters(filters: Any, accepted: frozenset[str], *,
+                      not_yet: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Docker's filter argument -> ``{key: [values]}``.
+
+    Accepts ``{"status": ["exited"]}`` and the map form older clients send,
+    ``{"status": {"exited": true}}``; ``None`` is no filter.
+
+    Raises:
+        InvalidRequest: not an object, a non-string value, or a key outside ``accepted``
+            (moby's message: ``invalid filter 'key'``; keys Docker has and we lack say so).
+    """
+    if not filters:
+        return {}
+    if not isinstance(filters, dict):
+        raise InvalidRequest("filters: must be an object of key -> list of values")
+    out: dict[str, list[str]] = {}
+    for key, values in filters.items():
+        if key not in accepted:
+            if key in not_yet:
+                raise InvalidRequest(f"filter '{key}' is not supported yet")
+            raise InvalidRequest(f"invalid filter '{key}'")
+        if isinstance(values, dict):
+            values = [v for v, on in values.items() if on]
+        elif isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise InvalidRequest(f"filters: values of '{key}' must be strings")
+        if values:
+            out[key] = list(values)
+    return out
+
+
+def labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    """moby's MatchKVList: every ``key`` or ``key=value`` in ``wanted`` holds (AND, not OR)."""
+    for want in wanted:
+        key, sep, value = want.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def _search(pattern: str, text: str, key: str) -> bool:
+    """moby's filter Match: the value is a regular expression searched anywhere in the text."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error as exc:
+        # SPEC: moby treats a bad pattern as no match; an error tells the user why nothing matched.
+        raise InvalidRequest(f"invalid filter '{key}={pattern}': {exc}") from None
+
+
+def container_matches(summary: dict[str, Any], filters: dict[str, list[str]], *, exit_code: int | None = None,
+                      ancestor_ids: set[str] | None = None) -> bool:
+    """Whether a ``container_list`` row passes normalized ``filters`` (rule 5 of this module).
+
+    Args:
+        summary: the row (Id, Names, State, Labels, ImageID, Mounts).
+        exit_code: the exit status, only for an exited container (``exited=`` matches no other).
+        ancestor_ids: image ids the ``ancestor`` values name (resolved by the caller; the
+            value may also be the row's image id or a prefix of it).
+
+    Raises:
+        InvalidRequest: a bad ``name`` pattern or a non-numeric ``exited`` value.
+    """
+    if "status" in filters and summary["State"] not in filters["status"]:
+        return False
+    if "id" in filters and not any(summary["Id"].startswith(v) for v in filters["id"]):
+        # SPEC: moby searches the id with a regex; a prefix is what users type and never surprises.
+        return False
+    if "name" in filters and not any(_search(v, n, "name") for v in filters["name"] for n in summary["Names"]):
+        return False
+    if not labels_match(summary.get("Labels") or {}, filters.get("label", [])):
+        return False
+    if "exited" in filters:
+        codes = set()
+        for v in filters["exited"]:
+            if not v.lstrip("-").isdigit():
+                raise InvalidRequest(f"invalid filter 'exited={v}'")
+            codes.add(int(v))
+        if exit_code is None or exit_code not in codes:
+            return False
+    if "ancestor" in filters:
+        image_id = summary["ImageID"]
+        bare = image_id.removeprefix("sha256:")
+        by_id = any(v.removeprefix("sha256:") and bare.startswith(v.removeprefix("sha256:")) for v in filters["ancestor"])
+        if not by_id and image_id not in (ancestor_ids or set()):
+            return False
+    if "volume" in filters:
+        mounts = summary.get("Mounts") or []
+        if not any(v in (m.get("Name"), m.get("Destination")) for v in filters["volume"] for m in mounts):
+            return False
+    return True
+
+
+def plan_mounts(binds: Any, volumes: Any) -> list[dict[str, Any]]:
+    """``HostConfig.Binds`` and ``Config.Volumes`` -> Docker MountPoint objects, in mount order.
+
+    A bind source without a leading "/" names a volume. A ``Config.Volumes``
+    destination not covered by a bind gets an anonymous volume: ``Name`` is ""
+    until the Engine picks one. Volume ``Source`` is filled in by the Engine.
+
+    Raises:
+        InvalidRequest: a malformed bind, a bad volume name.
+    """
+    if binds is not None and (not isinstance(binds, list) or not all(isinstance(b, str) for b in binds)):
+        raise InvalidRequest("HostConfig.Binds: must be a list of strings")
+    if volumes is not None and not isinstance(volumes, dict):
+        raise InvalidRequest("Volumes: must be an object of container path -> {}")
+    mounts = []
+    for i, spec in enumerate(binds or []):
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+            raise InvalidRequest(f"HostConfig.Binds[{i}]: invalid bind {spec!r} "
+                                 f"(use /host/path:/container/path[:ro] or volume:/container/path[:ro])")
+        source, destination, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+        rw = "ro" not in mode.split(",")
+        if source.startswith("/"):
+            mounts.append({"Type": "bind", "Source": source, "Destination": destination, "Mode": mode,
+                           "RW": rw, "Propagation": "rprivate"})
+        else:
+            _check_volume_name(source)
+            mounts.append({"Type": "volume", "Name": source, "Source": "", "Destination": destination,
+                           "Driver": "local", "Mode": mode, "RW": rw, "Propagation": ""})
+    taken = {m["Destination"] for m in mounts}
+    for destination in volumes or {}:
+        if not isinstance(destination, str) or not destination.startswith("/"):
+            raise InvalidRequest(f"Volumes: {destination!r} is not an absolute path")
+        if destination not in taken:
+            mounts.append({"Type": "volume", "Name": "", "Source": "", "Destination": destination,
+                           "Driver": "local", "Mode": "", "RW": True, "Propagation": ""})
+    return mounts
+
+
+def _bind_text(m: dict[str, Any]) -> str:
+    """A planned mount as the ``/host:/ctr[:mode]`` bind runtime_config reads."""
+    return f"{m['Source']}:{m['Destination']}" + (f":{m['Mode']}" if m["Mode"] else "")
+
+
+def _check_volume_name(name: str) -> None:
+    if not _VOLUME_NAME.match(name):
+        raise InvalidRequest(f'create {name}: "{name}" includes invalid characters for a local volume name, '
+                             f'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+                             f'directory, use absolute path')
+
+
+def parse_ps_output(text: str, pids: list[int]) -> tuple[list[str], list[list[str]]]:
+    """``ps`` output -> (titles, rows of the processes in ``pids``).
+
+    The header gives the columns; the last column (the command) may hold
+    spaces, so a row is split into at most as many fields as there are titles.
+
+    Raises:
+        ValueError: no header, or no PID column to match rows by (e.g. ``-o comm``).
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("ps printed nothing")
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise ValueError("ps output has no PID column (with -o, include pid)")
+    at = titles.index("PID")
+    wanted = {str(p) for p in pids}
+    rows = []
+    for line in lines[1:]:
+        fields = line.split(None, len(titles) - 1)
+        if len(fields) > at and fields[at] in wanted:
+            rows.append(fields)
+    return titles, rows
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes of the regular files under ``path``, each inode once (worker thread)."""
+    total, seen = 0, set()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def server_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def go_arch(machine: str) -> str:
+    """uname machine -> Go's GOARCH, which Docker's version and platform fields use."""
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+            "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+
+
+def _host_facts(data_root: Path) -> dict[str, Any]:
+    """What docker info says about the host (worker thread: files under /proc, /etc, the data root)."""
+    try:
+        mode = detect_mode(Path("/proc/self/mountinfo").read_text())
+        cgroup_version = "2" if mode is CgroupMode.UNIFIED else "1"
+    except Exception:       # noqa: BLE001 - no cgroupfs: info still answers
+        cgroup_version = ""
+    os_name = "Linux"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    mem_total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    # A daemon id that survives restarts, as moby's engine-id file does.
+    id_file = data_root / "engine-id"
+    try:
+        engine_id = id_file.read_text().strip()
+    except FileNotFoundError:
+        engine_id = secrets.token_hex(16)
+        _write(id_file, engine_id + "\n")
+    return {"ID": engine_id, "Name": os.uname().nodename, "CgroupVersion": cgroup_version,
+            "KernelVersion": os.uname().release, "OperatingSystem": os_name,
+            # Go's runtime.NumCPU, which docker info prints, counts the CPUs we may run on.
+            "NCPU": len(os.sched_getaffinity(0)), "MemTotal": mem_total}
+
+
 def _image_defaults(c) -> dict[str, Any]:
     """An image's ContainerConfig in the create body's field names (what runtime_config reads)."""
     return {"Env": list(c.env), "Cmd": list(c.cmd) if c.cmd is not None else None,
@@ -461,7 +1059,7 @@ def _record(e: Entry) -> dict[str, Any]:
         "started_at_ns": s.started_at_ns, "finished_at_ns": s.finished_at_ns,
         "stopped_by_user": s.stopped_by_user, "parked_reason": s.parked_reason, "error": s.error,
         "body": e.body, "image": e.image, "image_id": e.image_id, "created_ns": e.created_ns,
-        "dir": str(e.dir), "auto_remove": e.auto_remove,
+        "dir": str(e.dir), "auto_remove": e.auto_remove, "mounts": e.mounts, "ran": e.ran,
         "resources": s.config["linux"].get("resources", {}),
     }
 
@@ -477,7 +1075,7 @@ def _entry_from_record(r: dict[str, Any]) -> Entry:
         parked_reason=r["parked_reason"], error=r["error"],
     )
     return Entry(sup, r["body"], r["image"], r["image_id"], r["created_ns"], Path(r["dir"]),
-                 auto_remove=r["auto_remove"])
+                 auto_remove=r["auto_remove"], mounts=r.get("mounts") or [], ran=r.get("ran", True))
 
 
 def _start_time(pid: int) -> int:
@@ -552,6 +1150,11 @@ def _rfc3339(ns: int) -> str:
     if not ns:
         return "0001-01-01T00:00:00Z"
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+
+
+def _rfc3339_seconds(ns: int) -> str:
+    """Whole seconds, UTC: the CreatedAt of a Docker volume."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // 1_000_000_000))
 
 
 def _status_text(e: Entry) -> str:

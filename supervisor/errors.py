@@ -100,3 +100,9 @@ class Unavailable(CorralError):
     """The daemon cannot take this request now (shutting down, too many in flight)."""
 
     code = "UNAVAILABLE"
+
+
+class NoSuchVolume(CorralError):
+    """No volume has this name."""
+
+    code = "NOT_FOUND"

@@ -3,75 +3,15 @@ data root, exec root and cgroup parent, removed whatever happens."""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import corral_command, wait_for
+from ._daemon import Daemon, daemon_fixture  # noqa: F401 - the `daemon` fixture
+from .conftest import wait_for
 
 pytestmark = pytest.mark.root
-TIMEOUT = 60
-
-
-class Daemon:
-    def __init__(self, tmp: Path, cgroup_parent: str) -> None:
-        self.data_root = tmp / "data"
-        self.exec_root = tmp / "run"
-        self.socket = self.exec_root / "corral.sock"
-        self.cgroup_parent = cgroup_parent
-        self.log = tmp / "daemon.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                [*corral_command(), "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        wait_for(lambda: self.socket.exists() and self.cli("ps").returncode == 0 or self._died(),
-                 timeout=30, what="the daemon's socket")
-        assert self.process.poll() is None, self.log.read_text()
-
-    def _died(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=TIMEOUT)
-        self.process = None
-        return code
-
-    def cli(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-        return subprocess.run([*corral_command(), "-H", f"unix://{self.socket}", *args], capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str) -> str:
-        out = self.cli(*args)
-        assert out.returncode == 0, (args, out.stdout, out.stderr, self.log.read_text()[-3000:])
-        return out.stdout
-
-    def inspect(self, ref: str) -> dict:
-        return json.loads(self.ok("inspect", ref))[0]
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, cgroup_parent: str):
-    d = Daemon(tmp_path, cgroup_parent)
-    d.start()
-    try:
-        d.ok("image", "bootstrap", "busybox")
-        yield d
-    finally:
-        if d.process is not None:
-            # Whatever the test did: containers go, then the daemon.
-            for cid in d.cli("ps", "-aq", "--no-trunc").stdout.split():
-                d.cli("rm", "-f", cid)
-            assert d.stop() == 0, d.log.read_text()[-3000:]
 
 
 def test_images_and_foreground_run(daemon: Daemon) -> None:
@@ -143,23 +83,11 @@ def test_limits_and_oom(daemon: Daemon) -> None:
 
 def test_events_journal_and_resume(daemon: Daemon) -> None:
     daemon.ok("run", "--name", "ev", "busybox", "true")
-    events = _events(daemon, "--filter", "container=ev")
+    events = daemon.events("--filter", "container=ev")
     assert [e["action"] for e in events] == ["create", "start", "die"]
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert events[-1]["attributes"]["exitCode"] == "0" and events[-1]["attributes"]["name"] == "ev"
-
-
-def _events(daemon: Daemon, *filters: str) -> list[dict]:
-    """Every event so far: a stream from seq 0, read until it stays quiet."""
-    proc = subprocess.Popen([*corral_command(), "-H", f"unix://{daemon.socket}", "events", "--since", "0",
-                             "--format", "json", *filters], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def test_sigterm_stops_containers_and_restart_brings_always_back(daemon: Daemon) -> None:

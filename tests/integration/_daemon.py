@@ -1,0 +1,93 @@
+"""A daemon per test: its own data root, exec root and cgroup parent, driven through the CLI.
+
+Shared by tests/integration/test_daemon*.py: import ``Daemon`` and the ``daemon``
+fixture. The fixture force-removes every container and stops the daemon
+(SIGTERM, exit 0 expected) whatever the test did; the data root lives in
+``tmp_path``, so volumes go with it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import corral_command, wait_for
+
+TIMEOUT = 60
+
+
+class Daemon:
+    def __init__(self, tmp: Path, cgroup_parent: str) -> None:
+        self.data_root = tmp / "data"
+        self.exec_root = tmp / "run"
+        self.socket = self.exec_root / "corral.sock"
+        self.cgroup_parent = cgroup_parent
+        self.log = tmp / "daemon.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [*corral_command(), "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        wait_for(lambda: self.socket.exists() and self.cli("ps").returncode == 0 or self._died(),
+                 timeout=30, what="the daemon's socket")
+        assert self.process.poll() is None, self.log.read_text()
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=TIMEOUT)
+        self.process = None
+        return code
+
+    def cli(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+        return subprocess.run([*corral_command(), "-H", f"unix://{self.socket}", *args], capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+    def ok(self, *args: str) -> str:
+        out = self.cli(*args)
+        assert out.returncode == 0, (args, out.stdout, out.stderr, self.log.read_text()[-3000:])
+        return out.stdout
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self.ok("inspect", ref))[0]
+
+    def json_lines(self, *args: str) -> list[dict]:
+        """A listing with ``--format json``: one object per line."""
+        return [json.loads(line) for line in self.ok(*args, "--format", "json").splitlines() if line.strip()]
+
+    def events(self, *filters: str, quiet_s: float = 1.0) -> list[dict]:
+        """Every event so far (a stream from seq 0), read for ``quiet_s`` then stopped."""
+        proc = subprocess.Popen([*corral_command(), "-H", f"unix://{self.socket}", "events", "--since", "0",
+                                 "--format", "json", *filters], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(quiet_s)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=TIMEOUT)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(name="daemon")
+def daemon_fixture(tmp_path: Path, cgroup_parent: str):
+    d = Daemon(tmp_path, cgroup_parent)
+    d.start()
+    try:
+        d.ok("image", "bootstrap", "busybox")
+        yield d
+    finally:
+        if d.process is not None:
+            # Whatever the test did: containers go, then the daemon.
+            for cid in d.cli("ps", "-aq", "--no-trunc").stdout.split():
+                d.cli("rm", "-f", cid)
+            assert d.stop() == 0, d.log.read_text()[-3000:]
