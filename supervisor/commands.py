@@ -20,6 +20,7 @@ import trio
 from protocols.container_config import InvalidContainerConfig, parse_bytes, parse_cpus
 
 from .client import ConnectionLost, RpcError, connect
+from .errors import CorralError
 
 DEFAULT_HOST = "unix:///run/corral/corral.sock"
 
@@ -114,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("image")
     isub = sp.add_subparsers(dest="image_verb", required=True)
     isub.add_parser("bootstrap").add_argument("name", choices=("busybox",))
+    for verb in ("up", "down"):
+        sp = sub.add_parser(verb, help=f"{'start' if verb == 'up' else 'remove'} a services file's containers")
+        sp.add_argument("-f", "--file", default="compose.yaml")
+        sp.add_argument("-p", "--project-name")
+        if verb == "up":
+            sp.add_argument("-d", "--detach", action="store_true", help="accepted: the daemon supervises them")
     sp = sub.add_parser("events")
     sp.add_argument("--since", type=int, help="resume after this event seq")
     sp.add_argument("--until", type=int, help="stop at this event seq")
@@ -126,7 +133,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         return trio.run(_dispatch, args)
-    except (RpcError, InvalidContainerConfig) as exc:
+    except (CorralError, InvalidContainerConfig) as exc:      # RpcError is a CorralError
         print(f"corral: {exc}", file=sys.stderr)
         return 125
     except (OSError, ConnectionLost) as exc:
@@ -533,6 +540,28 @@ async def cmd_events(client, args) -> int:
     return 0
 
 
+async def cmd_up(client, args) -> int:
+    return await _compose(client, args, "compose.up")
+
+
+async def cmd_down(client, args) -> int:
+    return await _compose(client, args, "compose.down")
+
+
+async def _compose(client, args, method: str) -> int:
+    from pathlib import Path
+
+    from .services import read_project
+
+    kwargs = await trio.to_thread.run_sync(read_project, Path(args.file), dict(os.environ))
+    result = await client.call(method, project=args.project_name, **kwargs)
+    for warning in result.get("warnings", []):
+        print(f"WARN: {warning}", file=sys.stderr)
+    for action in result["actions"]:
+        print(f"{result['project']}: {action}")
+    return 0
+
+
 def _print_table(rows: list[tuple[str, ...]], *, minwidth: int = 10) -> None:
     """Columns as docker's Go tabwriter aligns them: each cell padded to max(minwidth,
     longest + 3); the last column is not padded. Listings use minwidth 10, top 20."""
@@ -583,6 +612,6 @@ _VERBS = {
     "run": cmd_run, "create": cmd_create, "start": cmd_start, "stop": cmd_stop, "restart": cmd_restart,
     "kill": cmd_kill, "rm": cmd_rm, "pause": cmd_pause, "unpause": cmd_unpause, "wait": cmd_wait,
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
-    "events": cmd_events, "top": cmd_top, "container": cmd_container, "info": cmd_info, "version": cmd_version,
-    "volume": cmd_volume,
+    "events": cmd_events, "up": cmd_up, "down": cmd_down, "top": cmd_top, "container": cmd_container,
+    "info": cmd_info, "version": cmd_version, "volume": cmd_volume,
 }

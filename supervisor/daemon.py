@@ -3,7 +3,7 @@
 Life: become a child subreaper (or be PID 1), open state.db, start the spawner,
 restore the containers of a previous run, serve RPC on ``<exec-root>/corral.sock``,
 then wait for signals: SIGTERM/SIGINT stop everything gracefully and exit 0;
-SIGHUP is logged (config and services reload come with the services file);
+SIGHUP re-reads the services file (``--services``) and brings the containers to it;
 SIGCHLD reaps orphans that landed on us (never our containers' inits: their
 tasks reap them through their pidfds).
 """
@@ -27,10 +27,11 @@ from runtime.cgroups import CgroupMode, detect_mode
 
 from ._host import open_linux_host
 from .engine import Engine
-from .errors import InvalidRequest
+from .errors import CorralError, InvalidRequest
 from .events import EventBus
 from .journal import Journal
 from .rpc_server import Methods, serve_unix
+from .services import ServiceManager, parse_project, read_project
 from .state import StateStore
 
 log = logging.getLogger("corral.daemon")
@@ -46,12 +47,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--cgroup-parent", default="corral", help="cgroup parent of the containers (relative: below ours)")
     p.add_argument("--group", default="corral", help="group allowed on the socket (default corral)")
+    p.add_argument("--services", type=Path, help="a Compose file whose services the daemon keeps running")
     return p
 
 
-def build_methods(engine: Engine, bus: EventBus) -> Methods:
+def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None = None) -> Methods:
     """The RPC surface: one method per Engine call (docs/protocol.md lists them)."""
     m = Methods()
+    services = services or ServiceManager(engine)
+
+    @m.unary("compose.up")
+    async def compose_up(text: str, base_dir: str, env_files: dict | None = None, environ: dict | None = None,
+                         project: str | None = None) -> dict:
+        parsed = parse_project(text, base_dir=base_dir, env_files=env_files, environ=environ, project=project)
+        return {"project": parsed.name, "actions": await services.up(parsed), "warnings": list(parsed.warnings)}
+
+    @m.unary("compose.down")
+    async def compose_down(text: str, base_dir: str, env_files: dict | None = None, environ: dict | None = None,
+                           project: str | None = None) -> dict:
+        parsed = parse_project(text, base_dir=base_dir, env_files=env_files, environ=environ, project=project)
+        return {"project": parsed.name, "actions": await services.down(parsed.name)}
 
     @m.unary("system.ping")
     async def ping() -> str:
@@ -181,11 +196,18 @@ async def serve(args: argparse.Namespace) -> int:
                             nursery=nursery, cgroup_parent=args.cgroup_parent,
                             privileged_caps=held_bounding_set(), cgroup_namespace=mode is CgroupMode.UNIFIED)
             await engine.restore()
-            methods = build_methods(engine, bus)
+            services = ServiceManager(engine)
+            methods = build_methods(engine, bus, services)
             for s in sockets:
                 await nursery.start(partial(serve_unix, group=args.group), s, methods)
             log.info("corral daemon ready (pid %d, data root %s, sockets %s)", os.getpid(), args.data_root, sockets)
-            await _signals(engine, host)
+
+            def reload() -> None:
+                if args.services is not None:
+                    nursery.start_soon(_apply_services, services, args.services)
+
+            reload()
+            await _signals(engine, host, reload)
             log.info("shutting down: stopping containers")
             await engine.shutdown()
             nursery.cancel_scope.cancel()
@@ -197,15 +219,29 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _signals(engine: Engine, host) -> None:
+async def _signals(engine: Engine, host, reload) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD) as signals:
         async for signum in signals:
             if signum == signal.SIGCHLD:
                 _reap_orphans(engine, host)
             elif signum == signal.SIGHUP:
-                log.info("SIGHUP: nothing to reload yet")
+                log.info("SIGHUP: reloading the services file")
+                reload()
             else:
                 return
+
+
+async def _apply_services(services: ServiceManager, path: Path) -> None:
+    """Bring the containers to the services file; a bad file is logged, the daemon goes on."""
+    try:
+        kwargs = await trio.to_thread.run_sync(read_project, path, dict(os.environ))
+        project = parse_project(**kwargs)
+        for warning in project.warnings:
+            log.warning("services file %s: %s", path, warning)
+        for action in await services.up(project):
+            log.info("services %s: %s", project.name, action)
+    except CorralError as exc:
+        log.error("services file %s: %s", path, exc)
 
 
 def _reap_orphans(engine: Engine, host) -> None:

@@ -22,7 +22,8 @@ TIMEOUT = 60
 
 
 class Daemon:
-    def __init__(self, tmp: Path, cgroup_parent: str) -> None:
+    def __init__(self, tmp: Path, cgroup_parent: str, *extra_args: str) -> None:
+        self.extra_args = extra_args
         self.data_root = tmp / "data"
         self.exec_root = tmp / "run"
         self.socket = self.exec_root / "corral.sock"
@@ -34,7 +35,7 @@ class Daemon:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
                 [*corral_command(), "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug"],
+                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug", *self.extra_args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         wait_for(lambda: self.socket.exists() and self.cli("ps").returncode == 0 or self._died(),
                  timeout=30, what="the daemon's socket")
