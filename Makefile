@@ -1,6 +1,6 @@
 # corral: the targets the README names.
 #   make setup  - system packages (apt, when root) and .venv with corral installed; idempotent
-#   make run    - the main job: a demo container through `corral runtime`
+#   make run    - the main job: the daemon supervising examples/compose.yaml
 #   make test   - setup, then the whole test suite (root tests included when root)
 #   make bench  - side-by-side benchmarks against crun and runc (results in bench/results/)
 
