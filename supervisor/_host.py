@@ -111,9 +111,13 @@ class LinuxHost:
         return await self._run(read)
 
     async def remove_cgroup(self, cgroup: str) -> None:
+        """Kill what is left in it and remove it; a cgroup that is already gone is fine."""
         def remove() -> None:
             cg = self._cgroup(cgroup)
-            cg.kill()
+            try:
+                cg.kill()
+            except CgroupError:
+                pass                  # not there (never started, or removed after its last run)
             cg.remove()
         await self._run(remove)
 
