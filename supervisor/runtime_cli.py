@@ -94,10 +94,29 @@ def _run(args: argparse.Namespace) -> int:
         _write_pid_file(args.pid_file, container.state.pid)
         container.start()
         return 0
-    container, child = Container.create(args.root, args.id, args.bundle, detached=False)
+    # Handlers first: the init may run (and the caller signal us) before create
+    # returns. A signal that comes before there is a child waits for it.
+    children: list = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        if children:
+            children[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
     try:
+        container, child = Container.create(args.root, args.id, args.bundle, detached=False)
+    except BaseException:
         for signum in _FORWARDED:
-            signal.signal(signum, lambda s, _f: child.send_signal(s))
+            signal.signal(signum, signal.SIG_DFL)
+        raise
+    children.append(child)
+    for signum in pending:
+        child.send_signal(signum)
+    try:
         _write_pid_file(args.pid_file, child.pid)
         child.wait_exec()
         status = child.wait()      # waitid(P_PIDFD): retried after each forwarded signal
