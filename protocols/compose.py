@@ -182,7 +182,25 @@ class Plan:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and repeated keys refused (Rule 4)."""
+    """SafeLoader with YAML 1.2 booleans, repeated keys refused (Rule 4) and a nesting bound.
+
+    The bound is counted while nodes are composed, so a deep document stops at
+    MAX_DEPTH levels, whatever the interpreter's recursion limit and stack are
+    (a RecursionError is only the last resort).
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ComposeError(f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                                   f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         # Checked before SafeConstructor flattens `<<` merges, because a key given
