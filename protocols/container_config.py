@@ -97,7 +97,8 @@ def resolve_user(user: str, passwd: str = "", group: str = "") -> tuple[int, int
 
 def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_id: str, rootfs: str,
                    etc_files: dict[str, str], privileged_caps: list[str], cgroups_path: str,
-                   cgroup_namespace: bool, passwd: str = "", group: str = "") -> dict[str, Any]:
+                   cgroup_namespace: bool, passwd: str = "", group: str = "",
+                   privileged_devices: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Build the OCI runtime config for a container.
 
     Args:
@@ -107,6 +108,7 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
         rootfs: the container's root (the overlay mount point).
         etc_files: container path -> host file to bind (/etc/hostname, /etc/hosts, /etc/resolv.conf).
         privileged_caps: what --privileged grants: every capability the daemon holds.
+        privileged_devices: ``linux.devices`` entries --privileged adds: the host's devices.
         cgroups_path: where the runtime puts the cgroup.
         cgroup_namespace: give the container its own cgroup namespace (Docker's default on v2).
         passwd, group: the image's /etc/passwd and /etc/group, for user names.
@@ -149,6 +151,8 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
         linux["namespaces"].append({"type": "cgroup"})
     linux["cgroupsPath"] = cgroups_path
     linux["resources"] = resources(host)
+    if privileged:
+        linux["devices"] = list(privileged_devices)
     linux["maskedPaths"] = [] if privileged else list(MASKED_PATHS)
     linux["readonlyPaths"] = [] if privileged else list(READONLY_PATHS)
     return config

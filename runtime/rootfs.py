@@ -212,6 +212,7 @@ def _make_mountpoint(path: str, *, directory: bool) -> None:
 
 
 def _mknod(path: str, mode: int, device: int, uid: int, gid: int) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)     # /dev/net/tun, /dev/cpu/0/cpuid
     try:
         os.mknod(path, mode, device)
     except FileExistsError:

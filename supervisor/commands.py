@@ -110,11 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     vp.add_argument("-f", "--force", action="store_true")
     vp.add_argument("volumes", nargs="+")
     vsub.add_parser("inspect").add_argument("volumes", nargs="+")
-    sp = sub.add_parser("images")
-    sp.add_argument("--format", choices=("table", "json"), default="table")
+    # The image verbs exist twice, as in docker: `images`/`image ls`, `rmi`/`image rm`, ...
+    _images_args(sub.add_parser("images", help="list images"))
+    _rmi_args(sub.add_parser("rmi", help="remove images"))
+    _tag_args(sub.add_parser("tag", help="tag an image"))
+    _import_args(sub.add_parser("import", help="import a root filesystem tar or directory as an image"))
     sp = sub.add_parser("image")
     isub = sp.add_subparsers(dest="image_verb", required=True)
     isub.add_parser("bootstrap").add_argument("name", choices=("busybox",))
+    isub.add_parser("inspect").add_argument("images", nargs="+")
+    _images_args(isub.add_parser("ls"))
+    _rmi_args(isub.add_parser("rm"))
+    _tag_args(isub.add_parser("tag"))
+    _import_args(isub.add_parser("import"))
     for verb in ("up", "down"):
         sp = sub.add_parser(verb, help=f"{'start' if verb == 'up' else 'remove'} a services file's containers")
         sp.add_argument("-f", "--file", default="compose.yaml")
@@ -127,6 +135,32 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
     return p
+
+
+def _images_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-a", "--all", action="store_true", help="accepted: corral has no intermediate images")
+    sp.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+    sp.add_argument("--no-trunc", action="store_true")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _rmi_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-f", "--force", action="store_true", help="untag even if a container uses it")
+    sp.add_argument("images", nargs="+")
+
+
+def _tag_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    sp.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+
+
+def _import_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-c", "--change", action="append", default=[],
+                    help="a Dockerfile instruction: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, "
+                         "VOLUME, WORKDIR")
+    sp.add_argument("-m", "--message", default="", help="the commit message of the imported image")
+    sp.add_argument("source", metavar="file|dir|-", help="a tar (plain or compressed), a directory, or - for stdin")
+    sp.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
 
 
 def main(argv: list[str]) -> int:
@@ -507,17 +541,103 @@ async def cmd_images(client, args) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
+
+    def image_id(r: dict[str, Any]) -> str:
+        # docker: "sha256:<64 hex>" with --no-trunc, else the first 12 hex digits.
+        return r["Id"] if args.no_trunc else r["Id"].removeprefix("sha256:")[:12]
+
+    if args.quiet:
+        # As docker: one line per REPOSITORY:TAG row, so a twice-tagged image shows twice.
+        for r in rows:
+            for _ in r["RepoTags"] or [None]:
+                print(image_id(r))
+        return 0
     table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
     for r in rows:
         for tag in r["RepoTags"] or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            table.append((repo, t, r["Id"].removeprefix("sha256:")[:12], _ago(time.time() - _epoch(r["Created"])),
-                          _size(r["Size"])))
+            table.append((repo, t, image_id(r), _ago(time.time() - _epoch(r["Created"])), _size(r["Size"])))
     _print_table(table)
     return 0
 
 
+async def cmd_rmi(client, args) -> int:
+    """docker rmi: each image in turn; "Untagged:"/"Deleted:" lines; exit 1 if any failed."""
+    code = 0
+    for ref in args.images:
+        try:
+            for record in await client.call("image.remove", id=ref, force=args.force):
+                for what, name in record.items():
+                    print(f"{what}: {name}")
+        except RpcError as exc:
+            print(f"corral: {exc.message}", file=sys.stderr)
+            code = 1
+    return code
+
+
+async def cmd_tag(client, args) -> int:
+    await client.call("image.tag", source=args.source, reference=args.target)
+    return 0
+
+
+async def cmd_import(client, args) -> int:
+    """docker import: prints the new image's id.
+
+    The daemon reads the tar from a path on this host (the RPC's frames are capped
+    at 1 MiB); stdin is first spooled to a temp file it can read, removed after.
+    """
+    if args.source.startswith(("http://", "https://")):
+        print("corral: import from a URL is not supported; download it and import the file", file=sys.stderr)
+        return 125
+    spooled = None
+    if args.source == "-":
+        spooled = await trio.to_thread.run_sync(_spool_stdin)
+        source = spooled
+    else:
+        source = os.path.abspath(args.source)
+    try:
+        image = await client.call("image.import", source=source, reference=args.reference, changes=args.change,
+                                  message=args.message or f"Imported from {args.source}")
+    finally:
+        if spooled is not None:
+            os.unlink(spooled)
+    print(image["Id"])
+    return 0
+
+
+def _spool_stdin() -> str:
+    """Copy stdin to a new temp file ($TMPDIR or /tmp, mode 0600: only root reads it too); its path.
+
+    A daemon run with a private /tmp (systemd PrivateTmp) cannot see it: set TMPDIR
+    to a directory both share.
+    """
+    import shutil
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="corral-import-", suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
 async def cmd_image(client, args) -> int:
+    verb = args.image_verb
+    if verb == "inspect":
+        code, out = 0, []
+        for ref in args.images:
+            try:
+                out.append(await client.call("image.inspect", id=ref))
+            except RpcError as exc:
+                print(f"corral: {exc.message}", file=sys.stderr)
+                code = 1
+        print(json.dumps(out, indent=4))
+        return code
+    if verb in _IMAGE_VERBS:
+        return await _IMAGE_VERBS[verb](client, args)
     image = await client.call("image.bootstrap", name=args.name)
     print(image["Id"])
     return 0
@@ -613,5 +733,7 @@ _VERBS = {
     "kill": cmd_kill, "rm": cmd_rm, "pause": cmd_pause, "unpause": cmd_unpause, "wait": cmd_wait,
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
     "events": cmd_events, "up": cmd_up, "down": cmd_down, "top": cmd_top, "container": cmd_container,
-    "info": cmd_info, "version": cmd_version, "volume": cmd_volume,
+    "info": cmd_info, "version": cmd_version, "volume": cmd_volume, "rmi": cmd_rmi, "tag": cmd_tag,
+    "import": cmd_import,
 }
+_IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import}

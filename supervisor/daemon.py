@@ -136,6 +136,23 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     async def bootstrap(name: str = "busybox") -> dict:
         return await engine.image_bootstrap(name)
 
+    @m.unary("image.import")
+    async def image_import(source: str, reference: str | None = None, changes: list | None = None,
+                           message: str | None = None) -> dict:
+        return await engine.image_import(source, reference, changes=changes, message=message)
+
+    @m.unary("image.remove")
+    async def image_remove(id: str, force: bool = False) -> list:
+        return await engine.image_remove(id, force=force)
+
+    @m.unary("image.tag")
+    async def image_tag(source: str, reference: str) -> None:
+        await engine.image_tag(source, reference)
+
+    @m.unary("image.inspect")
+    async def image_inspect(id: str) -> dict:
+        return await engine.image_inspect(id)
+
     @m.unary("volume.create")
     async def volume_create(name: str | None = None, driver: str = "local", labels: dict | None = None,
                             driver_opts: dict | None = None) -> dict:

@@ -28,25 +28,34 @@ and must not create directories, so the Engine rewrites the binds first.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import platform
+import posixpath
 import re
 import secrets
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from protocols.container_config import InvalidContainerConfig, runtime_config
+from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
 from runtime import overlay
 from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
+from runtime.devices import host_devices
+from runtime.errors import HostError
 from runtime.images import ImageError, ImageNotFound
+from runtime.layers import LayerError
 from runtime.spawn import open_pidfd
 
 from ._host import Host
@@ -66,6 +75,7 @@ from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore
 from .task import Supervised, supervise
 
+log = logging.getLogger("corral.engine")
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")      # moby's validContainerNamePattern
 _STOPPING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "quiet", "sharp", "sunny", "witty")
@@ -129,6 +139,11 @@ class Engine:
         self._volumes: dict[str, dict[str, Any]] = {}
         # Volumes named by creates in flight: not yet in any Entry, but not removable.
         self._volumes_pending: Counter[str] = Counter()
+        # Image ids that creates in flight resolved but have not yet put in an Entry: rmi
+        # treats them as used. ``_image_lock`` makes "resolve + count" (create) and "check
+        # users + delete" (rmi) atomic with respect to each other; nothing else takes it.
+        self._images_pending: Counter[str] = Counter()
+        self._image_lock = trio.Lock()
         # Helper processes (ps) running: the daemon's orphan reaper must not steal their status.
         self.helpers_running = 0
         (data_root / "containers").mkdir(parents=True, exist_ok=True)
@@ -165,7 +180,9 @@ class Engine:
         image_ref = body.get("Image")
         if not image_ref or not isinstance(image_ref, str):
             raise InvalidRequest("Image: required")
-        image = await trio.to_thread.run_sync(self._find_image, image_ref)
+        async with self._image_lock:
+            image = await trio.to_thread.run_sync(self._find_image, image_ref)
+            self._images_pending[image.id] += 1
         cid = secrets.token_hex(32)
         cdir = self.data_root / "containers" / cid
         host_config = body.get("HostConfig") or {}
@@ -204,6 +221,10 @@ class Engine:
         finally:
             self._volumes_pending.subtract(volume_names + anonymous)
             self._volumes_pending += Counter()          # drop the zero counts
+            # No checkpoint between here and the Entry going into _containers below, so
+            # rmi never sees the image neither pending nor used.
+            self._images_pending[image.id] -= 1
+            self._images_pending += Counter()
         sup = Supervised(
             id=cid, name=name, config=config, bundle=str(cdir), cgroup=config["linux"]["cgroupsPath"],
             resources=resources, policy=policy,
@@ -264,6 +285,7 @@ class Engine:
             privileged_caps=self.privileged_caps, cgroups_path=f"{self.cgroup_parent}/{cid}",
             cgroup_namespace=self.cgroup_namespace,
             passwd=_top_file(layers, "etc/passwd"), group=_top_file(layers, "etc/group"),
+            privileged_devices=host_devices() if (body.get("HostConfig") or {}).get("Privileged") else [],
         )
         return config
 
@@ -306,6 +328,12 @@ class Engine:
                 if e.mounted:
                     await trio.to_thread.run_sync(self._unmount, e)
                     await self._publish_volume_mounts(e, "unmount")
+                # A stopped container holds no cgroup (as runc delete does for Docker);
+                # the next start makes a fresh one.
+                try:
+                    await self.host.remove_cgroup(e.sup.cgroup)
+                except HostError as exc:      # logged; the container is stopped all the same
+                    log.warning("container %s: %s", e.sup.id[:12], exc)
                 await self._save(e)
                 e.done.set()
                 if e.auto_remove and e.sup.id in self._containers:
@@ -592,6 +620,174 @@ class Engine:
         image = await trio.to_thread.run_sync(self.images.bootstrap_busybox)
         await self.bus.publish("image", "import", image.id, {"name": "busybox:latest"})
         return _image_summary(image)
+
+    async def image_import(self, source: str, reference: str | None = None, *, changes: list[str] | None = None,
+                           message: str | None = None) -> dict[str, Any]:
+        """docker import: a root filesystem tar (plain or compressed) or a directory as a one-layer image.
+
+        ``source`` is a path on this host that the daemon reads. SPEC: Docker streams the
+        tar in the request body; corral's RPC frames are capped at 1 MiB, and the CLI and
+        the daemon share the host (and the socket admits root and the corral group only,
+        who can bind-mount any host path into a container anyway), so a path grants
+        nothing new. The CLI spools stdin (``-``) to a temp file and passes that.
+
+        Args:
+            reference: ``name[:tag]`` to give it (moved from any image that had it), or None.
+            changes: Dockerfile instructions, ``docker import --change`` (``parse_changes``).
+            message: the history comment (``-m``); ``Imported from <source>`` by default.
+
+        Returns:
+            The image summary (``Id``: ``sha256:...``).
+
+        Raises:
+            InvalidRequest: a relative or missing path, neither a regular file nor a
+                directory, not a tar, an unsafe tar entry (``../x``, absolute, through a
+                symlink), a bad reference or change.
+        """
+        if not isinstance(source, str) or not source.startswith("/"):
+            raise InvalidRequest(f"import source must be an absolute path on the daemon's host: {source!r}")
+        config = parse_changes(changes or [])
+        tag = _familiar(reference) if reference else None          # a bad reference fails before any work
+
+        def work():
+            try:
+                mode = os.stat(source).st_mode
+            except OSError as exc:
+                raise InvalidRequest(f"import {source}: {exc.strerror.lower()}") from None
+            try:
+                if stat.S_ISDIR(mode):
+                    return self.images.import_directory(Path(source), reference, config=config, comment=message)
+                if stat.S_ISREG(mode):
+                    # Only regular files: a FIFO or a device would block a worker thread forever.
+                    return self.images.import_tar(Path(source), reference, config=config, comment=message)
+            except LayerError as exc:       # not a tar, truncated, or an entry that would escape
+                raise InvalidRequest(f"import {source}: not a valid root filesystem tar: {exc}") from None
+            except ImageError as exc:
+                raise InvalidRequest(f"import {source}: {exc}") from None
+            except OSError as exc:
+                raise InvalidRequest(f"import {source}: {exc.strerror or exc}") from None
+            raise InvalidRequest(f"import {source}: neither a tar file nor a directory")
+
+        image = await trio.to_thread.run_sync(work)
+        # moby's order: the tag event (when named), then the import.
+        if tag is not None:
+            await self.bus.publish("image", "tag", image.id, {"name": tag})
+        await self.bus.publish("image", "import", image.id, {"name": tag or image.id})
+        return _image_summary(image)
+
+    async def image_tag(self, source: str, reference: str) -> None:
+        """docker tag: give the image ``source`` names the tag ``reference`` (moved from any other).
+
+        An image that loses its last tag this way stays, untagged, as in Docker.
+
+        Raises:
+            NoSuchImage; InvalidRequest: a bad reference or an ambiguous id prefix.
+        """
+        tag = _familiar(reference)
+
+        def work():
+            try:
+                return self.images.tag(source, reference)
+            except ImageNotFound:
+                raise NoSuchImage(f"no such image: {source}") from None
+            except ImageError as exc:
+                raise InvalidRequest(str(exc)) from None
+
+        image = await trio.to_thread.run_sync(work)
+        await self.bus.publish("image", "tag", image.id, {"name": tag})
+
+    async def image_inspect(self, ref: str) -> dict[str, Any]:
+        """docker image inspect (GET /images/{name}/json), in Docker's shape.
+
+        Raises:
+            NoSuchImage; InvalidRequest: an ambiguous id prefix.
+        """
+        image = await trio.to_thread.run_sync(self._find_image, ref)
+        return image_inspect_document(image)
+
+    async def image_remove(self, ref: str, *, force: bool = False) -> list[dict[str, str]]:
+        """docker rmi (DELETE /images/{name}): untag, and delete the image once no tag is left.
+
+        The containers are checked first (moby's rules, image_delete.go):
+
+        - by tag, the image's only tag, a container (any state) uses it: refused
+          unless ``force``;
+        - by id: refused if a running container uses it (even with ``force``), or,
+          without ``force``, if it has several tags or a stopped container uses it.
+
+        SPEC: with ``force`` and a container using it, moby deletes the image record
+        (its layers live on, refcounted by the container's RW layer). Here a container
+        mounts the image's snapshots on every start, so ``force`` only untags and the
+        image stays, dangling (``<none>``), until its last container is removed and
+        rmi is run again.
+
+        Returns:
+            Docker's shape: ``[{"Untagged": "busybox:latest"}, {"Deleted": "sha256:..."}]``.
+
+        Raises:
+            NoSuchImage; Conflict as above; InvalidRequest: an ambiguous id prefix.
+        """
+        async with self._image_lock:
+            image = await trio.to_thread.run_sync(self._find_image, ref)
+            by_tag = _names_tag_of(ref, image)
+            users = [e for e in self._containers.values() if e.image_id == image.id]
+            pending = self._images_pending[image.id]
+            if by_tag and (users or pending):
+                if not force and len(image.repo_tags) == 1:
+                    who = f"container {users[0].sup.id[:12]}" if users else "a container being created"
+                    raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) '
+                                   f"- {who} is using its referenced image {image.short_id}")
+                done = await trio.to_thread.run_sync(self._untag_only, image.id, [by_tag])
+            elif not by_tag:
+                running = [e for e in users if e.running]
+                if running:
+                    raise Conflict(f"conflict: unable to delete {image.short_id} (cannot be forced) "
+                                   f"- image is being used by running container {running[0].sup.id[:12]}")
+                if not force and len(image.repo_tags) > 1:
+                    raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) "
+                                   f"- image is referenced in multiple repositories")
+                if users or pending:
+                    if not force:
+                        who = (f"stopped container {users[0].sup.id[:12]}" if users
+                               else "a container being created")
+                        raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) "
+                                       f"- image is being used by {who}")
+                    done = await trio.to_thread.run_sync(self._untag_only, image.id, list(image.repo_tags))
+                else:
+                    done = await trio.to_thread.run_sync(self._remove_image, image.id, force)
+            else:
+                done = await trio.to_thread.run_sync(self._remove_image, by_tag, force)
+        for what, name in done:
+            if what == "Untagged":
+                await self.bus.publish("image", "untag", image.id, {"name": name})
+            else:
+                await self.bus.publish("image", "delete", image.id, {"name": image.id})
+        return [{what: name} for what, name in done]
+
+    def _remove_image(self, ref: str, force: bool) -> list[tuple[str, str]]:
+        """ImageStore.remove (worker thread), its errors as the API's."""
+        try:
+            return self.images.remove(ref, force=force)
+        except ImageNotFound:
+            raise NoSuchImage(f"no such image: {ref}") from None
+        except ImageError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def _untag_only(self, image_id: str, tags: list[str]) -> list[tuple[str, str]]:
+        """Drop ``tags`` (familiar form) from the image but keep it, even with no tag left (worker thread).
+
+        ImageStore.remove deletes an image with its last tag, and its snapshots with it;
+        an image a container uses must stay (rmi -f), so this edits the index directly,
+        under its lock. TODO: an ``ImageStore.untag`` would be the better home for this.
+        """
+        wanted = {str(parse_reference(t)) for t in tags}
+        with self.images.index.transaction() as records:
+            record = records.get(image_id)
+            if record is None:                        # removed since it was resolved
+                raise NoSuchImage(f"no such image: {image_id}")
+            gone = [t for t in record.tags if t in wanted]
+            records[image_id] = replace(record, tags=tuple(t for t in record.tags if t not in wanted))
+        return [("Untagged", parse_reference(t).familiar) for t in gone]
 
     # --- volumes ---------------------------------------------------------------------------
 
@@ -1046,6 +1242,147 @@ def _image_defaults(c) -> dict[str, Any]:
 
 def _image_summary(image) -> dict[str, Any]:
     return {"Id": image.id, "RepoTags": list(image.repo_tags), "Created": image.created, "Size": image.size}
+
+
+def image_inspect_document(image) -> dict[str, Any]:
+    """A ``runtime.images.Image`` as Docker's image inspect answers it (the fields corral has).
+
+    Absent values are ``null`` as in Docker's JSON (an imported image without
+    ``--change`` has ``"Cmd": null``), so clients can tell "unset" from "empty".
+    """
+    c = image.config
+    config: dict[str, Any] = {
+        "User": c.user, "Env": list(c.env) or None,
+        "Cmd": list(c.cmd) if c.cmd is not None else None,
+        "Entrypoint": list(c.entrypoint) if c.entrypoint is not None else None,
+        "WorkingDir": c.working_dir, "Labels": dict(c.labels) or None,
+        "ExposedPorts": {p: {} for p in c.exposed_ports} or None,
+        "Volumes": {v: {} for v in c.volumes} or None,
+    }
+    if c.stop_signal:
+        config["StopSignal"] = c.stop_signal            # omitempty in moby
+    ic = image.image_config
+    history = ic.history[-1] if ic.history else {}
+    doc = {
+        "Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": [], "Parent": "",
+        "Comment": history.get("comment", ""), "Created": image.created or "", "DockerVersion": "",
+        "Author": ic.author, "Config": config, "Architecture": ic.architecture, "Os": ic.os,
+        "Size": image.size,
+        # overlay2's names; lower dirs topmost first, as overlayfs takes them.
+        "GraphDriver": {"Name": "overlay2",
+                        "Data": {"LowerDir": ":".join(str(d) for d in reversed(image.layer_dirs))}},
+        "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},
+    }
+    if ic.variant:
+        doc["Variant"] = ic.variant
+    return doc
+
+
+def _familiar(reference: str) -> str:
+    """``busybox`` -> ``busybox:latest``; a bad reference is the caller's error."""
+    try:
+        return parse_reference(reference).familiar
+    except ImageFormatError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _names_tag_of(ref: str, image) -> str | None:
+    """The tag (familiar form) ``ref`` names when it is one of ``image``'s tags; None for an id or prefix."""
+    try:
+        familiar = parse_reference(ref).familiar
+    except ImageFormatError:
+        return None
+    return familiar if familiar in image.repo_tags else None
+
+
+# docker import --change: the Dockerfile instructions moby's import accepts that corral's image
+# config can hold (HEALTHCHECK and ONBUILD are not modelled).
+IMPORT_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
+
+
+def parse_changes(changes: list[str], base: ContainerConfig | None = None) -> ContainerConfig:
+    """``docker import --change`` instructions applied in order to ``base`` (empty by default).
+
+    Dockerfile forms: ``CMD ["cat", "/f"]`` (JSON) or ``CMD cat /f`` (shell form:
+    ``/bin/sh -c``), same for ENTRYPOINT; ``ENV k=v k2="v 2"`` or ``ENV k v``; ``LABEL k=v``;
+    ``WORKDIR`` relative to the previous one; ``EXPOSE 80 53/udp``; ``VOLUME ["/a"]`` or ``/a /b``.
+    SPEC: no ``$VAR`` substitution, and quoting is shell-like (shlex), close to but not
+    exactly the Dockerfile parser's.
+
+    Raises:
+        InvalidRequest: an instruction outside ``IMPORT_CHANGES`` (moby's message) or a malformed one.
+    """
+    if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+        raise InvalidRequest("changes: must be a list of strings")
+    c = base or ContainerConfig()
+    for change in changes:
+        instruction, _, rest = change.strip().partition(" ")
+        instruction, rest = instruction.upper(), rest.strip()
+        if instruction not in IMPORT_CHANGES:
+            raise InvalidRequest(f"{instruction or change!r} is not a valid change command")
+        if not rest:
+            raise InvalidRequest(f"{instruction} requires at least one argument")
+        if instruction in ("CMD", "ENTRYPOINT"):
+            args = _json_form(rest)
+            value = tuple(args) if args is not None else ("/bin/sh", "-c", rest)
+            c = replace(c, cmd=value) if instruction == "CMD" else replace(c, entrypoint=value)
+        elif instruction in ("ENV", "LABEL"):
+            pairs = _key_values(instruction, rest)
+            if instruction == "ENV":
+                env = [e for e in c.env if e.partition("=")[0] not in dict(pairs)]
+                c = replace(c, env=tuple(env + [f"{k}={v}" for k, v in pairs]))
+            else:
+                c = replace(c, labels={**c.labels, **dict(pairs)})
+        elif instruction == "WORKDIR":
+            c = replace(c, working_dir=posixpath.normpath(posixpath.join("/", c.working_dir, rest)))
+        elif instruction == "USER":
+            c = replace(c, user=rest)
+        elif instruction == "STOPSIGNAL":
+            c = replace(c, stop_signal=rest)
+        elif instruction == "EXPOSE":
+            ports = [p if "/" in p else f"{p}/tcp" for p in _words(instruction, rest)]
+            c = replace(c, exposed_ports=tuple(sorted({*c.exposed_ports, *ports})))
+        else:                                        # VOLUME
+            paths = _json_form(rest) or _words(instruction, rest)
+            c = replace(c, volumes=tuple(sorted({*c.volumes, *paths})))
+    return c
+
+
+def _json_form(text: str) -> list[str] | None:
+    """The exec (JSON array of strings) form of an instruction's argument, or None for shell form."""
+    if not text.startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None                    # as Dockerfile: not valid JSON means shell form
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def _words(instruction: str, text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{instruction} {text}: {exc}") from None
+
+
+def _key_values(instruction: str, text: str) -> list[tuple[str, str]]:
+    """``k=v k2="v 2"``, or the legacy ``k value with spaces`` (one pair)."""
+    words = _words(instruction, text)
+    if "=" not in words[0]:
+        if len(words) < 2:
+            raise InvalidRequest(f"{instruction} {text}: needs a value (KEY=VALUE or KEY VALUE)")
+        # Legacy form: the value is the rest of the line, quotes removed.
+        return [(words[0], " ".join(words[1:]))]
+    pairs = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"{instruction} {text}: {word!r} is not KEY=VALUE")
+        pairs.append((key, value))
+    return pairs
 
 
 def _record(e: Entry) -> dict[str, Any]:

@@ -47,7 +47,10 @@ def test_entrypoint_and_cmd_rules() -> None:
 
 
 def test_privileged_gets_what_the_daemon_holds_and_no_masks() -> None:
-    c = build({"Cmd": ["sh"], "HostConfig": {"Privileged": True}})
+    fuse = {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}
+    c = build({"Cmd": ["sh"], "HostConfig": {"Privileged": True}}, privileged_devices=[fuse])
+    assert c["linux"]["devices"] == [fuse]
+    assert "devices" not in build({"Cmd": ["sh"], "HostConfig": {}}, privileged_devices=[fuse])["linux"]
     assert c["process"]["capabilities"]["bounding"] == ["CAP_SYS_ADMIN", "CAP_KILL"]
     assert c["linux"]["maskedPaths"] == [] and c["linux"]["readonlyPaths"] == []
     sysfs = next(m for m in c["mounts"] if m["destination"] == "/sys")
