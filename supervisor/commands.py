@@ -360,9 +360,20 @@ async def cmd_rename(client, args) -> int:
 
 
 async def cmd_inspect(client, args) -> int:
-    out = [await client.call("container.inspect", id=ref) for ref in args.containers]
+    return await _inspect_all(client, "container.inspect", "id", args.containers)
+
+
+async def _inspect_all(client, method: str, param: str, refs: list[str]) -> int:
+    """docker inspect's shape: one JSON array of what was found; a miss is an error line and exit 1."""
+    code, out = 0, []
+    for ref in refs:
+        try:
+            out.append(await client.call(method, **{param: ref}))
+        except RpcError as exc:
+            print(f"corral: {exc.message}", file=sys.stderr)
+            code = 1
     print(json.dumps(out, indent=4))
-    return 0
+    return code
 
 
 def _filters(pairs: list[str]) -> dict[str, list[str]]:
@@ -515,15 +526,7 @@ async def cmd_volume(client, args) -> int:
             _print_table([("DRIVER", "VOLUME NAME")] + [(v["Driver"], v["Name"]) for v in volumes])
         return 0
     if verb == "inspect":
-        code, out = 0, []
-        for name in args.volumes:
-            try:
-                out.append(await client.call("volume.inspect", name=name))
-            except RpcError as exc:
-                print(f"corral: {exc.message}", file=sys.stderr)
-                code = 1
-        print(json.dumps(out, indent=4))
-        return code
+        return await _inspect_all(client, "volume.inspect", "name", args.volumes)
     code = 0                                   # rm
     for name in args.volumes:
         try:
@@ -627,15 +630,7 @@ def _spool_stdin() -> str:
 async def cmd_image(client, args) -> int:
     verb = args.image_verb
     if verb == "inspect":
-        code, out = 0, []
-        for ref in args.images:
-            try:
-                out.append(await client.call("image.inspect", id=ref))
-            except RpcError as exc:
-                print(f"corral: {exc.message}", file=sys.stderr)
-                code = 1
-        print(json.dumps(out, indent=4))
-        return code
+        return await _inspect_all(client, "image.inspect", "id", args.images)
     if verb in _IMAGE_VERBS:
         return await _IMAGE_VERBS[verb](client, args)
     image = await client.call("image.bootstrap", name=args.name)
