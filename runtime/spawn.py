@@ -110,6 +110,8 @@ class Child:
             return
         try:
             message = self._sync.recv(_MSG_MAX)
+        except ConnectionResetError:
+            message = b""         # the init died before exec: its status says how
         finally:
             self._sync.close()
             self._sync = None
@@ -288,8 +290,13 @@ def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool, ours
     try:
         if cgroup is not None:
             cgroup.add_process(pid)
-        sync.send(b"go")
-        message = sync.recv(_MSG_MAX)
+        try:
+            sync.send(b"go")
+            message = sync.recv(_MSG_MAX)
+        except (ConnectionResetError, BrokenPipeError):
+            # The init died with "go" unread (killed: the OOM killer at a tiny
+            # memory limit, say): the same as an EOF before "ready".
+            message = b""
     except BaseException:
         child.send_signal(signal.SIGKILL)
         end()
