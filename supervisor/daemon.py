@@ -15,21 +15,29 @@ import logging
 import os
 import signal
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from metrics import SupervisorCollector
 from protocols.events import EventFilter
 from runtime import _syscalls
 from runtime.caps import held_bounding_set
 from runtime.cgroups import CgroupMode, detect_mode
 
 from ._host import open_linux_host
-from .engine import Engine
+from .engine import Engine, server_version
 from .errors import CorralError, InvalidRequest
 from .events import EventBus
 from .journal import Journal
+from .metrics_server import (
+    DEFAULT_METRICS_ADDR,
+    MetricsHub,
+    parse_metrics_addr,
+    serve_metrics,
+)
 from .rpc_server import Methods, serve_unix
 from .services import ServiceManager, parse_project, read_project
 from .state import StateStore
@@ -48,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup-parent", default="corral", help="cgroup parent of the containers (relative: below ours)")
     p.add_argument("--group", default="corral", help="group allowed on the socket (default corral)")
     p.add_argument("--services", type=Path, help="a Compose file whose services the daemon keeps running")
+    p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
+                   help=f"HOST:PORT serving Prometheus /metrics (default {DEFAULT_METRICS_ADDR}; '' or none: off)")
+    p.add_argument("--metrics-label", action="append", default=[], metavar="LABEL",
+                   help="a container label exported as a metric label (repeatable; none by default)")
     return p
 
 
@@ -200,18 +212,33 @@ async def serve(args: argparse.Namespace) -> int:
     for s in sockets:
         if not s.startswith("/"):
             raise SystemExit(f"corral daemon: -H {s}: only unix:///absolute/path is supported")
+    try:
+        metrics_addr = parse_metrics_addr(args.metrics_addr)
+    except ValueError as exc:
+        raise SystemExit(f"corral daemon: --metrics-addr: {exc}") from None
     db = args.data_root / "state.db"
     journal = await trio.to_thread.run_sync(Journal, db)
     store = await trio.to_thread.run_sync(StateStore, db)
     bus = EventBus(journal)
     from runtime.images import ImageStore
     images = await trio.to_thread.run_sync(ImageStore, args.data_root)
-    mode = detect_mode(Path("/proc/self/mountinfo").read_text())
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    mode = detect_mode(mountinfo)
     try:
         async with open_linux_host() as host, trio.open_nursery() as nursery:
+            # The host's own /proc/self/cgroup reading, so metrics open the very cgroups it made.
+            hub = MetricsHub(mountinfo=mountinfo, self_cgroup=host._cgroup_base,
+                             allowed_labels=tuple(args.metrics_label))
             engine = Engine(data_root=args.data_root, host=host, bus=bus, store=store, images=images,
                             nursery=nursery, cgroup_parent=args.cgroup_parent,
-                            privileged_caps=held_bounding_set(), cgroup_namespace=mode is CgroupMode.UNIFIED)
+                            privileged_caps=held_bounding_set(), cgroup_namespace=mode is CgroupMode.UNIFIED,
+                            metrics=hub)
+            hub.registry.register(SupervisorCollector(
+                states=engine.container_states, all_states=("created", "running", "paused", "restarting", "exited"),
+                events_total=journal.last_seq, subscribers=lambda: bus.subscriber_count,
+                journal_events=journal.size, start_time_s=time.time(), version=server_version()))
+            if metrics_addr is not None:
+                await _start_metrics(nursery, metrics_addr, hub)
             await engine.restore()
             services = ServiceManager(engine)
             methods = build_methods(engine, bus, services)
@@ -234,6 +261,16 @@ async def serve(args: argparse.Namespace) -> int:
         journal.close()
     log.info("corral daemon stopped")
     return 0
+
+
+async def _start_metrics(nursery: trio.Nursery, addr: tuple[str | None, int], hub: MetricsHub) -> None:
+    # SPEC: a metrics address that cannot be bound is logged, not fatal (dockerd
+    # refuses to start). corral may be a host's PID 1 or the supervisor of
+    # everything on it; a port clash must not keep every container down.
+    try:
+        await nursery.start(serve_metrics, *addr, hub.registry)
+    except OSError as exc:
+        log.error("metrics: cannot listen on %s:%d: %s; /metrics is off", addr[0] or "*", addr[1], exc)
 
 
 async def _signals(engine: Engine, host, reload) -> None:

@@ -71,6 +71,7 @@ from .errors import (
     Unavailable,
 )
 from .events import EventBus
+from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore
 from .task import Supervised, supervise
@@ -125,7 +126,7 @@ class Entry:
 class Engine:
     def __init__(self, *, data_root: Path, host: Host, bus: EventBus, store: StateStore, images,
                  nursery: trio.Nursery, cgroup_parent: str = "corral", privileged_caps: list[str],
-                 cgroup_namespace: bool = False) -> None:
+                 cgroup_namespace: bool = False, metrics: MetricsHub | None = None) -> None:
         self.data_root = data_root
         self.host = host
         self.bus = bus
@@ -135,6 +136,8 @@ class Engine:
         self.cgroup_parent = cgroup_parent
         self.privileged_caps = privileged_caps
         self.cgroup_namespace = cgroup_namespace
+        # Told every container event (supervisor/metrics_server.py); None: no metrics.
+        self.metrics = metrics
         self._containers: dict[str, Entry] = {}
         self._volumes: dict[str, dict[str, Any]] = {}
         # Volumes named by creates in flight: not yet in any Entry, but not removable.
@@ -302,6 +305,8 @@ class Engine:
             return False
         e.sup.stopped_by_user = False
         e.sup.parked_reason = ""
+        if self.metrics is not None:
+            self.metrics.starting(e.sup.id)
         try:
             await self._nursery.start(self._run, e)
         except CorralError:
@@ -355,6 +360,8 @@ class Engine:
         if not e.running:
             return False
         e.sup.stopped_by_user = True
+        if self.metrics is not None:
+            self.metrics.stopping(e.sup.id)
         if timeout_s is not None:
             e.sup.stop_timeout_s = max(0.0, float(timeout_s))
         if e.paused:                      # a frozen process gets no signal: thaw it first (moby)
@@ -951,9 +958,16 @@ class Engine:
         e = self._containers.get(sup.id)
         if e is not None and action in ("start", "die", "restart", "stop", "parked", "oom"):
             await self._save(e)
-        attrs = {**{k: str(v) for k, v in ((e.body.get("Labels") or {}) if e else {}).items()},
-                 "name": sup.name, "image": e.image if e else "", **attributes}
+        labels = {k: str(v) for k, v in ((e.body.get("Labels") or {}) if e else {}).items()}
+        attrs = {**labels, "name": sup.name, "image": e.image if e else "", **attributes}
         await self.bus.publish("container", action, sup.id, attrs)
+        if self.metrics is not None:
+            self.metrics.observe(action, sup, image=e.image if e else "", labels=labels, attributes=attributes)
+
+    def container_states(self) -> Counter[str]:
+        """How many containers are in each state; safe to call from a worker thread (a
+        metrics scrape): it reads a snapshot of the records and changes nothing."""
+        return Counter(e.status for e in list(self._containers.values()))
 
     async def _save(self, e: Entry) -> None:
         record = _record(e)

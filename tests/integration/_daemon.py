@@ -35,7 +35,10 @@ class Daemon:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
                 [*corral_command(), "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug", *self.extra_args],
+                 "--cgroup-parent", self.cgroup_parent, "--log-level", "debug",
+                 # Many test daemons run at once: none takes the default metrics port.
+                 *(() if any(a.startswith("--metrics-addr") for a in self.extra_args) else ("--metrics-addr", "none")),
+                 *self.extra_args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         wait_for(lambda: self.socket.exists() and self.cli("ps").returncode == 0 or self._died(),
                  timeout=30, what="the daemon's socket")

@@ -28,7 +28,7 @@ def test_pid1_daemon_runs_services_reaps_orphans_and_stops(tmp_path: Path, cgrou
     unshare = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", *corral_command(), "daemon",
          "--data-root", str(tmp_path / "data"), "--exec-root", str(tmp_path / "run"),
-         "--cgroup-parent", cgroup_parent, "--services", str(services)],
+         "--cgroup-parent", cgroup_parent, "--services", str(services), "--metrics-addr", "none"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
