@@ -15,9 +15,10 @@ import sys
 import time
 from typing import Any
 
-import trio
+import anyio
 
 from protocols.container_config import InvalidContainerConfig, parse_bytes, parse_cpus
+from protocols.units import human_duration
 
 from .client import ConnectionLost, RpcError, connect
 from .errors import CorralError
@@ -166,7 +167,7 @@ def _import_args(sp: argparse.ArgumentParser) -> None:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        return trio.run(_dispatch, args)
+        return anyio.run(_dispatch, args)     # asyncio: the CLI need not import trio
     except (CorralError, InvalidContainerConfig) as exc:      # RpcError is a CorralError
         print(f"corral: {exc}", file=sys.stderr)
         return 125
@@ -265,8 +266,8 @@ async def cmd_run(client, args) -> int:
             print(cid)
             return 0
         log_path = (await client.call("container.inspect", id=cid))["LogPath"]
-        async with trio.open_nursery() as nursery:
-            done = trio.Event()
+        async with anyio.create_task_group() as nursery:
+            done = anyio.Event()
             nursery.start_soon(_follow, log_path, done)
             result = await client.call("container.wait", id=cid)
             done.set()
@@ -276,7 +277,7 @@ async def cmd_run(client, args) -> int:
             await client.call("container.remove", id=cid, force=True, volumes=True)
 
 
-async def _follow(path: str, done: trio.Event) -> None:
+async def _follow(path: str, done: anyio.Event) -> None:
     """Copy the container's output to ours as it grows, until ``done`` and drained.
 
     (Attach over the socket comes with the interactive-commands issue; the log
@@ -285,7 +286,7 @@ async def _follow(path: str, done: trio.Event) -> None:
     offset = 0
     while True:
         finished = done.is_set()
-        chunk = await trio.to_thread.run_sync(_read_from, path, offset)
+        chunk = await anyio.to_thread.run_sync(_read_from, path, offset)
         if chunk:
             offset += len(chunk)
             sys.stdout.buffer.write(chunk)
@@ -293,7 +294,7 @@ async def _follow(path: str, done: trio.Event) -> None:
         elif finished:
             return
         else:
-            with trio.move_on_after(0.05):
+            with anyio.move_on_after(0.05):
                 await done.wait()
 
 
@@ -594,7 +595,7 @@ async def cmd_import(client, args) -> int:
         return 125
     spooled = None
     if args.source == "-":
-        spooled = await trio.to_thread.run_sync(_spool_stdin)
+        spooled = await anyio.to_thread.run_sync(_spool_stdin)
         source = spooled
     else:
         source = os.path.abspath(args.source)
@@ -668,7 +669,7 @@ async def _compose(client, args, method: str) -> int:
 
     from .services import read_project
 
-    kwargs = await trio.to_thread.run_sync(read_project, Path(args.file), dict(os.environ))
+    kwargs = await anyio.to_thread.run_sync(read_project, Path(args.file), dict(os.environ))
     result = await client.call(method, project=args.project_name, **kwargs)
     for warning in result.get("warnings", []):
         print(f"WARN: {warning}", file=sys.stderr)
@@ -692,8 +693,7 @@ def _trunc(text: str, n: int) -> str:
 
 
 def _ago(seconds: float) -> str:
-    from .engine import _human
-    return f"{_human(int(seconds * 1e9))} ago"
+    return f"{human_duration(int(seconds * 1e9))} ago"
 
 
 def _epoch(created: Any) -> float:

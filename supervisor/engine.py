@@ -50,6 +50,7 @@ import trio
 
 from protocols.container_config import InvalidContainerConfig, runtime_config
 from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
+from protocols.units import human_duration
 from runtime import overlay
 from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
 from runtime.devices import host_devices
@@ -139,6 +140,7 @@ class Engine:
         # Told every container event (supervisor/metrics_server.py); None: no metrics.
         self.metrics = metrics
         self._containers: dict[str, Entry] = {}
+        self._names_pending: set[str] = set()     # names of creates still in flight
         self._volumes: dict[str, dict[str, Any]] = {}
         # Volumes named by creates in flight: not yet in any Entry, but not removable.
         self._volumes_pending: Counter[str] = Counter()
@@ -180,6 +182,15 @@ class Engine:
         if not isinstance(body, dict):
             raise InvalidRequest("create body must be an object")
         name = self._new_name(name)
+        # Taken from here on: creates run concurrently and await before they
+        # register their container, so a free name must not be handed out twice.
+        self._names_pending.add(name)
+        try:
+            return await self._create(body, name)
+        finally:
+            self._names_pending.discard(name)
+
+    async def _create(self, body: dict[str, Any], name: str) -> dict[str, Any]:
         image_ref = body.get("Image")
         if not image_ref or not isinstance(image_ref, str):
             raise InvalidRequest("Image: required")
@@ -247,10 +258,10 @@ class Engine:
             if not _NAME.match(name):
                 raise InvalidRequest(f"invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
             name = name.lstrip("/")
-            if any(e.sup.name == name for e in self._containers.values()):
+            if name in self._names_pending or any(e.sup.name == name for e in self._containers.values()):
                 raise NameInUse(f'the container name "/{name}" is already in use')
             return name
-        taken = {e.sup.name for e in self._containers.values()}
+        taken = {e.sup.name for e in self._containers.values()} | self._names_pending
         while True:
             candidate = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
             if candidate not in taken:
@@ -1514,24 +1525,7 @@ def _status_text(e: Entry) -> str:
     if e.status == "created":
         return "Created"
     if e.status in ("running", "paused"):
-        return f"Up {_human(time.time_ns() - s.started_at_ns)}" + (" (Paused)" if e.paused else "")
+        return f"Up {human_duration(time.time_ns() - s.started_at_ns)}" + (" (Paused)" if e.paused else "")
     if e.status == "restarting":
-        return f"Restarting ({s.exit_code}) {_human(time.time_ns() - s.finished_at_ns)} ago"
-    return f"Exited ({s.exit_code}) {_human(time.time_ns() - s.finished_at_ns)} ago"
-
-
-def _human(ns: int) -> str:
-    """go-units HumanDuration, as docker ps prints it."""
-    seconds = ns / 1e9
-    if seconds < 1:
-        return "Less than a second"
-    if seconds < 60:
-        return f"{int(seconds)} seconds" if int(seconds) != 1 else "1 second"
-    minutes = seconds / 60
-    if minutes < 60:
-        return "About a minute" if int(minutes) == 1 else f"{int(minutes)} minutes"
-    hours = minutes / 60
-    if hours < 48:
-        return "About an hour" if int(hours) == 1 else f"{int(hours)} hours"
-    days = hours / 24
-    return f"{int(days)} days"
+        return f"Restarting ({s.exit_code}) {human_duration(time.time_ns() - s.finished_at_ns)} ago"
+    return f"Exited ({s.exit_code}) {human_duration(time.time_ns() - s.finished_at_ns)} ago"
