@@ -28,6 +28,7 @@ from runtime.caps import held_bounding_set
 from runtime.cgroups import CgroupMode, detect_mode
 
 from ._host import open_linux_host
+from .config import KEYS, ConfigError, apply_config, given_dests, read_config
 from .engine import Engine, server_version
 from .errors import CorralError, InvalidRequest
 from .events import EventBus
@@ -53,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exec-root", type=Path, default=DEFAULT_EXEC_ROOT, help=f"sockets and run state (default {DEFAULT_EXEC_ROOT})")
     p.add_argument("-H", "--host", action="append", default=[], help="unix://PATH to listen on (repeatable)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--config-file", type=Path, help="TOML file with these settings (keys: the flags' long names)")
     p.add_argument("--cgroup-parent", default="corral", help="cgroup parent of the containers (relative: below ours)")
     p.add_argument("--group", default="corral", help="group allowed on the socket (default corral)")
     p.add_argument("--services", type=Path, help="a Compose file whose services the daemon keeps running")
@@ -246,11 +248,16 @@ async def serve(args: argparse.Namespace) -> int:
                 await nursery.start(partial(serve_unix, group=args.group), s, methods)
             log.info("corral daemon ready (pid %d, data root %s, sockets %s)", os.getpid(), args.data_root, sockets)
 
-            def reload() -> None:
+            def apply_services() -> None:
                 if args.services is not None:
                     nursery.start_soon(_apply_services, services, args.services)
 
-            reload()
+            def reload() -> None:
+                if args.config_file is not None:
+                    _reload_config(args)
+                apply_services()
+
+            apply_services()
             await _signals(engine, host, reload)
             log.info("shutting down: stopping containers")
             await engine.shutdown()
@@ -283,6 +290,25 @@ async def _signals(engine: Engine, host, reload) -> None:
                 reload()
             else:
                 return
+
+
+def _reload_config(args: argparse.Namespace) -> None:
+    """SIGHUP: re-read the config file; log-level and services apply now, the rest at the next start."""
+    try:
+        config = read_config(args.config_file)
+    except ConfigError as exc:
+        log.error("config reload: %s; keeping the current settings", exc)
+        return
+    for key, (dest, _, live) in KEYS.items():
+        if dest not in config or config[dest] == getattr(args, dest):
+            continue
+        if live:
+            setattr(args, dest, config[dest])
+            if dest == "log_level":
+                logging.getLogger().setLevel(config[dest].upper())
+            log.info("config reload: %s is now %s", key, config[dest])
+        else:
+            log.warning("config reload: %s changed; it applies at the next start", key)
 
 
 async def _apply_services(services: ServiceManager, path: Path) -> None:
@@ -324,7 +350,14 @@ def _children() -> set[int]:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.config_file is not None:
+        try:
+            apply_config(args, given_dests(p, argv), read_config(args.config_file), path=str(args.config_file))
+        except ConfigError as exc:
+            print(f"corral daemon: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     return trio.run(serve, args)
