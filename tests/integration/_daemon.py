@@ -54,6 +54,14 @@ class Daemon:
         self.process = None
         return code
 
+    def close(self) -> None:
+        """Whatever the test did: every container goes, then the daemon (which must exit 0)."""
+        if self.process is None:
+            return
+        for cid in self.cli("ps", "-aq", "--no-trunc").stdout.split():
+            self.cli("rm", "-f", cid)
+        assert self.stop() == 0, self.log.read_text()[-3000:]
+
     def cli(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
         return subprocess.run([*corral_command(), "-H", f"unix://{self.socket}", *args], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
@@ -90,8 +98,4 @@ def daemon_fixture(tmp_path: Path, cgroup_parent: str):
         d.ok("image", "bootstrap", "busybox")
         yield d
     finally:
-        if d.process is not None:
-            # Whatever the test did: containers go, then the daemon.
-            for cid in d.cli("ps", "-aq", "--no-trunc").stdout.split():
-                d.cli("rm", "-f", cid)
-            assert d.stop() == 0, d.log.read_text()[-3000:]
+        d.close()

@@ -55,7 +55,4 @@ def test_sigkill_then_restart(tmp_path: Path, cgroup_parent: str) -> None:
         assert any(e["seq"] > last_seq and e["action"] == "start" and e["attributes"]["name"] == "always"
                    for e in after)
     finally:
-        if d.process is not None:
-            for cid in d.cli("ps", "-aq", "--no-trunc").stdout.split():
-                d.cli("rm", "-f", cid)
-            assert d.stop() == 0, d.log.read_text()[-3000:]
+        d.close()

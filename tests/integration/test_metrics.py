@@ -63,10 +63,7 @@ def metrics_daemon_fixture(tmp_path: Path, cgroup_parent: str):
         d.ok("image", "bootstrap", "busybox")
         yield d
     finally:
-        if d.process is not None:
-            for cid in d.cli("ps", "-aq", "--no-trunc").stdout.split():
-                d.cli("rm", "-f", cid)
-            assert d.stop() == 0, d.log.read_text()[-3000:]
+        d.close()
 
 
 def cgroup_of(d: Daemon, cid: str):
