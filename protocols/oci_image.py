@@ -28,8 +28,10 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
+from . import _fields
 from .errors import RemoteProtocolError
 
 # Media types (image-spec media-types.md, and Docker's schema 2 names).
@@ -490,29 +492,11 @@ def encode_index(index: Index) -> bytes:
 
 # -- field checks
 
-
-def _required(obj: dict[str, Any], key: str, where: str) -> Any:
-    if obj.get(key) is None:
-        raise ImageFormatError(f"{where}: required field is missing")
-    return obj[key]
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ImageFormatError(f"{where}: must be an object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ImageFormatError(f"{where}: must be a list, got {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise ImageFormatError(f"{where}: must be a string, got {type(value).__name__}")
-    return value
+# Field checks raising ImageFormatError (shared with the other formats: _fields.py).
+_required = partial(_fields.required, error=ImageFormatError)
+_obj = partial(_fields.obj, error=ImageFormatError)
+_list = partial(_fields.list_, error=ImageFormatError)
+_str = partial(_fields.string, error=ImageFormatError)
 
 
 def _str_list(value: Any, where: str) -> list[str]:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from . import _fields
 from .errors import SpecError
 
 # SPEC: runtime-spec config-linux.md lists these; "time" needs Linux 5.6.
@@ -299,28 +301,11 @@ def _abs_paths(value: Any, where: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _required(obj: dict[str, Any], key: str, where: str) -> Any:
-    if key not in obj or obj[key] is None:
-        raise SpecError(f"{where}: required field is missing")
-    return obj[key]
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise SpecError(f"{where}: must be an object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise SpecError(f"{where}: must be a list, got {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise SpecError(f"{where}: must be a string, got {type(value).__name__}")
-    return value
+# Field checks raising SpecError (shared with the other formats: _fields.py).
+_required = partial(_fields.required, error=SpecError)
+_obj = partial(_fields.obj, error=SpecError)
+_list = partial(_fields.list_, error=SpecError)
+_str = partial(_fields.string, error=SpecError)
 
 
 def _nonempty_str(value: Any, where: str) -> str:
