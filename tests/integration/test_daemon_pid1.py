@@ -26,7 +26,7 @@ def test_pid1_daemon_runs_services_reaps_orphans_and_stops(tmp_path: Path, cgrou
     sock = tmp_path / "run/corral.sock"
     log = open(tmp_path / "daemon.log", "w")
     unshare = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", *corral_command(), "daemon",
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *corral_command(), "daemon",
          "--data-root", str(tmp_path / "data"), "--exec-root", str(tmp_path / "run"),
          "--cgroup-parent", cgroup_parent, "--services", str(services), "--metrics-addr", "none"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -61,6 +61,8 @@ def test_pid1_daemon_runs_services_reaps_orphans_and_stops(tmp_path: Path, cgrou
         assert unshare.wait(timeout=60) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
     finally:
         if unshare.poll() is None:
+            # --kill-child: the daemon dies with unshare, and as PID 1 it takes its
+            # whole namespace (containers included) with it.
             unshare.kill()
             unshare.wait()
         log.close()
