@@ -31,12 +31,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runtime.cgroups import Cgroup, CgroupStats, Resources, cpu_weight_to_shares
+from runtime.devices import BlockDeviceNames
 from runtime.errors import CgroupError
+from runtime.net import LinkStats
 
 BASE_LABELS = ("id", "name", "image")
 # cAdvisor's prefix for container labels turned into metric labels (--store_container_labels).
@@ -47,6 +50,12 @@ DEFAULT_CPU_PERIOD_USEC = 100_000
 DEFAULT_CPU_SHARES = 1024
 _USEC_PER_S = 1_000_000   # divide, not multiply by 1e-6: 550000 usec is 0.55 s, not 0.5499999999999999
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class NetworkCounters(Protocol):
+    """A container's network namespace, as ``runtime.net.NetnsCounters`` reads it."""
+
+    def read(self) -> Mapping[str, LinkStats]: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class TrackedContainer:
         resources: The limits the container was started with. cgroup stats
             carry the memory and pids limits the kernel enforces, but not the
             CPU quota, period and weight, so those spec values come from here.
+        network: The container's network namespace counters; None when it has
+            none of its own (host network) or it could not be opened.
     """
 
     id: str
@@ -73,6 +84,7 @@ class TrackedContainer:
     labels: Mapping[str, str] = field(default_factory=dict)
     started_at_s: float = 0.0
     resources: Resources = field(default_factory=Resources)
+    network: NetworkCounters | None = None
 
 
 def container_label_name(label: str) -> str:
@@ -97,13 +109,16 @@ class CgroupCollector(Collector):
             default): the series are one per CPU per container. Off, or where
             unavailable, the single series is ``cpu="total"``.
         clock: Unix time now, for ``container_last_seen`` (tests pass a fixed one).
+        device_name: ``MAJ:MIN`` -> the ``device`` label of block I/O series
+            (cAdvisor's ``/dev/sda``), cached across scrapes.
 
     Raises:
         ValueError: Two allowed labels map onto the same metric label name.
     """
 
     def __init__(self, *, allowed_labels: Iterable[str] = (), percpu: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 device_name: Callable[[str], str] | None = None) -> None:
         allowed = tuple(dict.fromkeys(allowed_labels))
         names = [container_label_name(label) for label in allowed]
         if len(set(names)) != len(names):
@@ -112,6 +127,7 @@ class CgroupCollector(Collector):
         self._label_names = (*BASE_LABELS, *names)
         self._percpu = percpu
         self._clock = clock
+        self._device_name = device_name or BlockDeviceNames()
         self._tracked: Mapping[str, TrackedContainer] = MappingProxyType({})
 
     def track(self, container: TrackedContainer) -> None:
@@ -142,8 +158,13 @@ class CgroupCollector(Collector):
                 stats = c.cgroup.stats()
             except CgroupError:
                 continue   # removed since track() (rule 5)
+            try:
+                links = c.network.read() if c.network is not None else {}
+            except OSError:
+                links = {}   # the namespace went with its container: its cgroup figures still count
             labels = [c.id, c.name, c.image, *(str(c.labels.get(k, "")) for k in self._allowed)]
-            families.add(labels, c, stats, processes, now, percpu=self._percpu)
+            families.add(labels, c, stats, processes, now, percpu=self._percpu, device_name=self._device_name,
+                         links=links)
         yield from families.all()
 
 
@@ -197,6 +218,22 @@ class _Families:
                                        ("device",))
         self.fs_reads = counter("container_fs_reads_total", "Cumulative count of reads completed.", ("device",))
         self.fs_writes = counter("container_fs_writes_total", "Cumulative count of writes completed.", ("device",))
+        self.net_rx_bytes = counter("container_network_receive_bytes_total",
+                                    "Cumulative count of bytes received", ("interface",))
+        self.net_rx_packets = counter("container_network_receive_packets_total",
+                                      "Cumulative count of packets received", ("interface",))
+        self.net_rx_errors = counter("container_network_receive_errors_total",
+                                     "Cumulative count of errors encountered while receiving", ("interface",))
+        self.net_rx_dropped = counter("container_network_receive_packets_dropped_total",
+                                      "Cumulative count of packets dropped while receiving", ("interface",))
+        self.net_tx_bytes = counter("container_network_transmit_bytes_total",
+                                    "Cumulative count of bytes transmitted", ("interface",))
+        self.net_tx_packets = counter("container_network_transmit_packets_total",
+                                      "Cumulative count of packets transmitted", ("interface",))
+        self.net_tx_errors = counter("container_network_transmit_errors_total",
+                                     "Cumulative count of errors encountered while transmitting", ("interface",))
+        self.net_tx_dropped = counter("container_network_transmit_packets_dropped_total",
+                                      "Cumulative count of packets dropped while transmitting", ("interface",))
         self.start_time = gauge("container_start_time_seconds", "Start time of the container since unix epoch in "
                                                                 "seconds.")
         self.last_seen = gauge("container_last_seen", "Last time a container was seen by the exporter.")
@@ -211,7 +248,7 @@ class _Families:
         return iter(v for v in vars(self).values() if isinstance(v, Metric))
 
     def add(self, labels: list[str], c: TrackedContainer, s: CgroupStats, processes: int, now: float, *,
-            percpu: bool) -> None:
+            percpu: bool, device_name: Callable[[str], str], links: Mapping[str, LinkStats]) -> None:
         # Every field may be None (controller absent, file missing on this kernel):
         # a figure we do not have is left out, never reported as 0.
         if percpu and s.cpu_percpu_usec:
@@ -246,13 +283,23 @@ class _Families:
             self.threads_max.add_metric(labels, s.pids_max or 0)   # cAdvisor: 0 is unlimited
 
         for device, io in sorted(s.io_devices.items()):
-            # "MAJ:MIN" as io.stat / blkio name it; cAdvisor resolves a /dev name,
-            # which would mean reading /proc/diskstats on every scrape.
-            dev = [*labels, device]
+            # io.stat / blkio name devices "MAJ:MIN"; cAdvisor's label is the /dev name.
+            dev = [*labels, device_name(device)]
             self.fs_reads_bytes.add_metric(dev, io.read_bytes)
             self.fs_writes_bytes.add_metric(dev, io.write_bytes)
             self.fs_reads.add_metric(dev, io.read_ops)
             self.fs_writes.add_metric(dev, io.write_ops)
+
+        for interface, link in sorted(links.items()):
+            net = [*labels, interface]
+            self.net_rx_bytes.add_metric(net, link.rx_bytes)
+            self.net_rx_packets.add_metric(net, link.rx_packets)
+            self.net_rx_errors.add_metric(net, link.rx_errors)
+            self.net_rx_dropped.add_metric(net, link.rx_dropped)
+            self.net_tx_bytes.add_metric(net, link.tx_bytes)
+            self.net_tx_packets.add_metric(net, link.tx_packets)
+            self.net_tx_errors.add_metric(net, link.tx_errors)
+            self.net_tx_dropped.add_metric(net, link.tx_dropped)
 
         if c.started_at_s:
             self.start_time.add_metric(labels, c.started_at_s)

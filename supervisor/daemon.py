@@ -261,6 +261,7 @@ async def serve(args: argparse.Namespace) -> int:
             await _signals(engine, host, reload)
             log.info("shutting down: stopping containers")
             await engine.shutdown()
+            hub.close()
             nursery.cancel_scope.cancel()
     finally:
         bus.close()

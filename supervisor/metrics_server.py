@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry
 from metrics import CgroupCollector, CorralMetrics, TrackedContainer, render
 from runtime.cgroups import open_cgroup
 from runtime.errors import CgroupError
+from runtime.net import NetnsCounters
 
 from .task import Supervised
 
@@ -230,6 +231,8 @@ class MetricsHub:
         # trio.current_time() when a start is due (request, or end of restart delay) / a stop was asked.
         self._start_due: dict[str, float] = {}
         self._stop_asked: dict[str, float] = {}
+        # Each running container's network namespace, held open while it is tracked.
+        self._netns: dict[str, NetnsCounters] = {}
 
     def starting(self, container_id: str) -> None:
         """A start was requested (``docker start``); the latency clock runs until ``start``."""
@@ -250,7 +253,7 @@ class MetricsHub:
                 self.corral.start_seconds.observe(max(0.0, now - due))
         elif action == "die":
             # Gone from the per-container series at the next scrape, whatever comes next.
-            self.containers.untrack(sup.id)
+            self._untrack(sup.id)
             code = attributes.get("exitCode", "")
             if code.lstrip("-").isdigit():
                 self.corral.container_exited(int(code))
@@ -268,7 +271,7 @@ class MetricsHub:
             if tracked is not None:
                 self.containers.track(TrackedContainer(**{**vars(tracked), "name": sup.name}))
         elif action == "destroy":
-            self.containers.untrack(sup.id)
+            self._untrack(sup.id)
             self.corral.forget_container(sup.id)
             self._start_due.pop(sup.id, None)
             self._stop_asked.pop(sup.id, None)
@@ -282,9 +285,34 @@ class MetricsHub:
             log.warning("container %s: no metrics: %s", sup.id[:12], exc)
             return
         started = sup.started_at_ns / 1e9 if sup.started_at_ns else time.time()
+        self._close_netns(sup.id)
+        try:
+            # The init is our child and not yet reaped (its task publishes "die" after
+            # waiting), so its PID cannot have been reused.
+            network = NetnsCounters.open(sup.pid) if sup.pid else None
+        except OSError as exc:
+            log.warning("container %s: no network metrics: %s", sup.id[:12], exc)
+            network = None
+        if network is not None:
+            self._netns[sup.id] = network
         self.containers.track(TrackedContainer(id=sup.id, name=sup.name, image=image, cgroup=cgroup,
                                                labels=dict(labels), started_at_s=started,
-                                               resources=sup.resources))
+                                               resources=sup.resources, network=network))
+
+    def _untrack(self, container_id: str) -> None:
+        self.containers.untrack(container_id)
+        self._close_netns(container_id)
+
+    def _close_netns(self, container_id: str) -> None:
+        # Waits for a scrape reading this namespace right now (one netlink dump, well under a ms).
+        network = self._netns.pop(container_id, None)
+        if network is not None:
+            network.close()
+
+    def close(self) -> None:
+        """Let go of every namespace still held (the daemon is shutting down)."""
+        for container_id in list(self._netns):
+            self._close_netns(container_id)
 
 
 def _float(text: str | None) -> float:

@@ -22,7 +22,9 @@ from runtime.cgroups import (
     cpu_weight_to_shares,
     open_cgroup,
 )
+from runtime.devices import BlockDeviceNames
 from runtime.errors import CgroupError
+from runtime.net import LinkStats
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CG = "sys/fs/cgroup"
@@ -38,9 +40,14 @@ def open_tree(tmp_path: Path, version: str):
                              fs_root=root)
 
 
+# The block devices the fixtures' blkio/io.stat name, as /sys/dev/block would
+# resolve them (BlockDeviceNames itself is tested on a sysfs tree below).
+DEVICES = {"254:0": "/dev/vda"}
+
+
 def setup(cgroup, **collector_args) -> tuple[CollectorRegistry, CgroupCollector]:
     registry = CollectorRegistry()
-    collector = CgroupCollector(clock=lambda: NOW, **collector_args)
+    collector = CgroupCollector(clock=lambda: NOW, device_name=lambda d: DEVICES.get(d, d), **collector_args)
     registry.register(collector)
     return registry, collector
 
@@ -73,10 +80,10 @@ def test_v1_values_under_cadvisor_names(tmp_path: Path) -> None:
     assert v("container_processes") == 0          # the fixture's cgroup.procs was emptied
     assert v("container_threads") == 1
     assert v("container_threads_max") == 64
-    assert v("container_fs_reads_bytes_total", device="254:0") == 1048576
-    assert v("container_fs_writes_bytes_total", device="254:0") == 4194304
+    assert v("container_fs_reads_bytes_total", device="/dev/vda") == 1048576
+    assert v("container_fs_writes_bytes_total", device="/dev/vda") == 4194304
     assert v("container_fs_reads_total", device="8:16") == 1
-    assert v("container_fs_writes_total", device="254:0") == 64
+    assert v("container_fs_writes_total", device="/dev/vda") == 64
     assert v("container_start_time_seconds") == 1_700_000_000.0
     assert v("container_last_seen") == NOW
     assert v("container_spec_memory_limit_bytes") == 256 << 20
@@ -100,7 +107,7 @@ def test_v2_values_under_cadvisor_names(tmp_path: Path) -> None:
     assert v("container_memory_max_usage_bytes") is not None
     assert v("container_spec_memory_limit_bytes") == 256 << 20
     assert v("container_threads_max") == 64
-    assert v("container_fs_reads_bytes_total", device="254:0") == 1048576
+    assert v("container_fs_reads_bytes_total", device="/dev/vda") == 1048576
     # Nothing asked for: no quota series (cAdvisor's rule), default shares.
     assert v("container_spec_cpu_quota") is None and v("container_spec_cpu_period") is None
     assert v("container_spec_cpu_shares") == 1024
@@ -231,3 +238,56 @@ def test_a_bad_file_skips_only_that_container(tmp_path: Path) -> None:
     with pytest.raises(CgroupError):
         cg.stats()
     assert registry.get_sample_value("container_last_seen", WEB) is None
+
+
+class Links:
+    """A network namespace's counters as the collector sees them (the real reader,
+    runtime.net.NetnsCounters, is tested on a real namespace in tests/integration)."""
+
+    def __init__(self, links=None, error: OSError | None = None) -> None:
+        self.links, self.error = links or {}, error
+
+    def read(self):
+        if self.error is not None:
+            raise self.error
+        return self.links
+
+
+def test_network_series_per_interface(tmp_path: Path) -> None:
+    _, cg = open_tree(tmp_path, "v1")
+    registry, collector = setup(cg)
+    eth0 = LinkStats(rx_bytes=1500, rx_packets=3, rx_errors=1, rx_dropped=2,
+                     tx_bytes=700, tx_packets=5, tx_errors=0, tx_dropped=4)
+    collector.track(web(cg, network=Links({"eth0": eth0})))
+    v = lambda name: registry.get_sample_value(name, {**WEB, "interface": "eth0"})
+    assert v("container_network_receive_bytes_total") == 1500
+    assert v("container_network_receive_packets_total") == 3
+    assert v("container_network_receive_errors_total") == 1
+    assert v("container_network_receive_packets_dropped_total") == 2
+    assert v("container_network_transmit_bytes_total") == 700
+    assert v("container_network_transmit_packets_total") == 5
+    assert v("container_network_transmit_errors_total") == 0
+    assert v("container_network_transmit_packets_dropped_total") == 4
+
+
+def test_a_vanished_namespace_leaves_the_cgroup_series(tmp_path: Path) -> None:
+    _, cg = open_tree(tmp_path, "v1")
+    registry, collector = setup(cg)
+    collector.track(web(cg, network=Links(error=OSError(9, "netlink RTM_GETSTATS: Bad file descriptor"))))
+    assert registry.get_sample_value("container_memory_usage_bytes", WEB) == 29962240
+    assert "container_network_receive_bytes_total{" not in render(registry)[0].decode()
+
+
+def test_block_device_names_from_sysfs(tmp_path: Path) -> None:
+    block = tmp_path / "dev" / "block"
+    (block / "254:0").mkdir(parents=True)
+    (block / "254:0" / "uevent").write_text("MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n")
+    (block / "7:0").mkdir()
+    (block / "7:0" / "uevent").write_text("MAJOR=7\nMINOR=0\n")           # no DEVNAME
+    names = BlockDeviceNames(sys_root=tmp_path, max_entries=2)
+    assert names("254:0") == "/dev/vda"
+    assert names("7:0") == "7:0"
+    (block / "254:0" / "uevent").write_text("DEVNAME=vdb\n")
+    assert names("254:0") == "/dev/vda"             # cached: sysfs is read once per device
+    assert names("8:16") == "8:16"                  # no such device; the full cache started over
+    assert names("254:0") == "/dev/vdb"
