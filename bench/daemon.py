@@ -193,7 +193,9 @@ def stop_process(proc: subprocess.Popen, timeout: float, problems: list[str], wh
 class CorralDaemon:
     """A private ``corral daemon``: its own data root, exec root and cgroup parent."""
 
-    def __init__(self, tmp: Path, name: str, cgroup_parent: str, corral: list[str], env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, name: str, cgroup_parent: str, corral: list[str], env: dict[str, str],
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
         self.dir = tmp / name
         self.data_root = self.dir / "data"
         self.exec_root = self.dir / "run"
@@ -212,7 +214,7 @@ class CorralDaemon:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*self.corral, "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
-                 "--cgroup-parent", self.cgroup_parent, "--log-level", "warning"],
+                 "--cgroup-parent", self.cgroup_parent, "--log-level", "warning", *self.extra_args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -290,6 +290,8 @@ class MetricsHub:
             # The init is our child and not yet reaped (its task publishes "die" after
             # waiting), so its PID cannot have been reused.
             network = NetnsCounters.open(sup.pid) if sup.pid else None
+        except FileNotFoundError:
+            network = None     # exited already (a zombie has no namespaces): its "die" is on the way
         except OSError as exc:
             log.warning("container %s: no network metrics: %s", sup.id[:12], exc)
             network = None

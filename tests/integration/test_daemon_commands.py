@@ -93,8 +93,8 @@ def test_ps_errors_and_output_forms(daemon: Daemon, five: dict[str, str]) -> Non
     row = next(line for line in lines if line.endswith("f-exit3"))
     assert row.startswith(five["f-exit3"][:12] + " ")
     assert row[header.index("IMAGE"):].startswith("busybox ")
-    assert row[header.index("CREATED"):].startswith(("Less than a second ago", "1 second ago", "2 seconds ago",
-                                                      "3 seconds ago", "4 seconds ago", "5 seconds ago"))
+    # Words as docker prints them; how many seconds depends on the machine's load, not on us.
+    assert re.match(r"(Less than a second|1 second|\d+ seconds|About a minute) ago ", row[header.index("CREATED"):])
     assert row[header.index("STATUS"):].startswith("Exited (3) ")
     assert '"sh -c \'exit 3\'"' in row
     paused = next(line for line in lines if line.endswith("f-paused"))
