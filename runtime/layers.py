@@ -294,6 +294,8 @@ def clean_entry_name(name: str) -> list[str]:
 class _Unpacker:
     """Writes entries below one directory descriptor, never through a symlink."""
 
+    oci_whiteouts = True      # ``.wh.*`` entries are whiteouts (``runtime.archive`` turns it off for cp)
+
     def __init__(self, root_fd: int, *, same_owner: bool) -> None:
         self.root_fd = root_fd
         self.same_owner = same_owner
@@ -344,7 +346,7 @@ class _Unpacker:
             self._set_dir_metadata(self.root_fd, (), member)
             return
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX):
+        if self.oci_whiteouts and base.startswith(WHITEOUT_PREFIX):
             self._whiteout(member, parts)
             return
         if member.islnk():
