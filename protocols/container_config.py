@@ -29,6 +29,7 @@ MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/pro
                 "/sys/firmware", "/sys/devices/virtual/powercap"]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CPU_PERIOD_USEC = 100_000
+INIT_DESTINATION = "/sbin/docker-init"        # where moby binds its init (daemon/oci_linux.go)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
 
@@ -60,6 +61,42 @@ def parse_cpus(text: str) -> int:
     if value <= 0:
         raise InvalidContainerConfig(f"cpus: must be positive, got {text!r}")
     return int(round(value * 1e9))
+
+
+def healthcheck_from_flags(*, cmd: str | None = None, interval: str | None = None, timeout: str | None = None,
+                           retries: int | None = None, start_period: str | None = None,
+                           start_interval: str | None = None, disable: bool = False) -> dict[str, Any] | None:
+    """``--health-*`` and ``--no-healthcheck`` -> Docker's ``Config.Healthcheck`` (None: no flag given).
+
+    Durations are Go's ("30s", "1m30s", "500ms") and become nanoseconds; what is
+    not given stays 0, which means "the image's, else Docker's default".
+
+    Raises:
+        InvalidContainerConfig: a bad or negative value, or --no-healthcheck with --health-* flags.
+    """
+    from .compose import ComposeError, parse_duration_ns
+
+    given = {k: v for k, v in (("Interval", interval), ("Timeout", timeout), ("StartPeriod", start_period),
+                               ("StartInterval", start_interval)) if v is not None}
+    if disable:
+        if cmd is not None or given or retries is not None:
+            raise InvalidContainerConfig("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if cmd is None and not given and retries is None:
+        return None
+    out: dict[str, Any] = {"Test": ["CMD-SHELL", cmd] if cmd else []}
+    flag = {"Interval": "interval", "Timeout": "timeout", "StartPeriod": "start-period",
+            "StartInterval": "start-interval"}
+    for key, text in given.items():
+        try:
+            out[key] = parse_duration_ns(text, where=f"--health-{flag[key]}")
+        except ComposeError as exc:
+            raise InvalidContainerConfig(str(exc)) from None
+    if retries is not None:
+        if retries < 0:
+            raise InvalidContainerConfig("--health-retries cannot be negative")
+        out["Retries"] = retries
+    return out
 
 
 def resolve_user(user: str, passwd: str = "", group: str = "") -> tuple[int, int, list[int]]:
@@ -98,7 +135,7 @@ def resolve_user(user: str, passwd: str = "", group: str = "") -> tuple[int, int
 def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_id: str, rootfs: str,
                    etc_files: dict[str, str], privileged_caps: list[str], cgroups_path: str,
                    cgroup_namespace: bool, passwd: str = "", group: str = "",
-                   privileged_devices: list[dict[str, Any]] = ()) -> dict[str, Any]:
+                   privileged_devices: list[dict[str, Any]] = (), init_path: str | None = None) -> dict[str, Any]:
     """Build the OCI runtime config for a container.
 
     Args:
@@ -112,6 +149,8 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
         cgroups_path: where the runtime puts the cgroup.
         cgroup_namespace: give the container its own cgroup namespace (Docker's default on v2).
         passwd, group: the image's /etc/passwd and /etc/group, for user names.
+        init_path: the host's static tini, for ``HostConfig.Init`` (``--init``): bound read-only
+            at ``/sbin/docker-init`` and run as ``/sbin/docker-init -- ARGS`` (Docker's layout).
 
     Raises:
         InvalidContainerConfig: the message names the field.
@@ -127,6 +166,10 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
     args = list(entrypoint) + list(cmd or [])
     if not args:
         raise InvalidContainerConfig("Cmd: no command specified (the image has no CMD or ENTRYPOINT either)")
+    if host.get("Init"):
+        if not init_path:
+            raise InvalidContainerConfig("HostConfig.Init: no init binary on this host (install Debian's tini)")
+        args = [INIT_DESTINATION, "--", *args]
     hostname = create.get("Hostname") or container_id[:12]
     env = _environment(image.get("Env"), create.get("Env"), hostname)
     uid, gid, extra_gids = resolve_user(create.get("User") or image.get("User") or "0", passwd, group)
@@ -145,6 +188,9 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
     config["root"] = {"path": rootfs, "readonly": bool(host.get("ReadonlyRootfs"))}
     config["hostname"] = hostname
     config["mounts"] = _mounts(host, etc_files, privileged)
+    if host.get("Init"):
+        config["mounts"].append({"destination": INIT_DESTINATION, "type": "bind", "source": init_path,
+                                 "options": ["rbind", "ro"]})
     linux = config["linux"]
     linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
     if cgroup_namespace:

@@ -173,6 +173,15 @@ def parse_spec(document: bytes | str | dict[str, Any]) -> Spec:
     )
 
 
+def parse_process(document: dict[str, Any]) -> Process:
+    """A runtime-spec ``process`` object alone (what ``runc exec --process`` reads).
+
+    Raises:
+        SpecError: as ``parse_spec``; paths start with ``process``.
+    """
+    return _process(document)
+
+
 def _process(value: Any) -> Process:
     proc = _obj(value, "process")
     args = _list(_required(proc, "args", "process.args"), "process.args")

@@ -252,28 +252,61 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
     """
     root = os.path.join(bundle, spec.root.path)
     check_spec(spec, root)
-    parent_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fifo_fd = os.open(exec_fifo, os.O_PATH | os.O_CLOEXEC) if exec_fifo else None
     sources = cgroup.mount_sources() if cgroup is not None else []
     fresh = bool(spec.namespace("cgroup")) and len(sources) == 1 and sources[0][0] == ""
-    flags = clone_flags(spec) | (_syscalls.CLONE_PARENT if clone_parent else 0)
+    pid_ns = spec.namespace("pid")
     try:
-        with _pid_namespace_of(spec):
-            pid = _syscalls.clone(flags)
-        if pid == 0:                                          # the init
-            parent_end.close()
-            if stdio is not None:
-                for target, fd in enumerate(stdio):
-                    if fd != target:
-                        os.dup2(fd, target)         # dup2 leaves the copy inheritable
-            _run_init(spec, root, bundle, init_end, fifo_fd, sources, fresh)   # never returns
-    except OSError as exc:
-        raise SpawnError(f"failed to start the container's init: {exc.strerror or exc}") from exc
+        return start_child(
+            lambda sync: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh),
+            flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
+            clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init")
     finally:
-        init_end.close()
         if fifo_fd is not None:
             os.close(fifo_fd)
-    return _await_ready(pid, parent_end, cgroup, keep_sync=exec_fifo is None, ours=not clone_parent)
+
+
+def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgroup, clone_parent: bool,
+                stdio: tuple[int, int, int] | None, keep_sync: bool, what: str) -> Child:
+    """Clone a child that runs ``child_main(sync)``, then drive the go/ready handshake.
+
+    Shared by the container's init (``spawn_init``) and a process joining a
+    running container (``runtime.exec``); the module docstring draws the wire.
+
+    Args:
+        child_main: runs in the child with its end of the sync pair; it must
+            never return (``run_child`` ends in execve or ``os._exit``).
+        flags: CLONE_NEW* flags for the clone.
+        pid_namespace: a path or a pidfd whose PID namespace the child is
+            cloned into (setns(CLONE_NEWPID) only affects children), or None.
+        what: names the child in errors ("the container's init").
+
+    Raises:
+        SpawnError: the clone, or the child's set-up, failed.
+    """
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    flags |= _syscalls.CLONE_PARENT if clone_parent else 0
+    try:
+        with _pid_namespace_of(pid_namespace):
+            pid = _syscalls.clone(flags)
+            if pid == 0:                                      # the child
+                # Never back into the caller's code, not even through this
+                # with-block: its exit would setns to an ancestor PID namespace.
+                try:
+                    parent_end.close()
+                    if stdio is not None:
+                        for target, fd in enumerate(stdio):
+                            if fd != target:
+                                os.dup2(fd, target)   # dup2 leaves the copy inheritable
+                    child_main(child_end)             # never returns
+                finally:
+                    os._exit(1)
+    except OSError as exc:
+        parent_end.close()
+        raise SpawnError(f"failed to start {what}: {exc.strerror or exc}") from exc
+    finally:
+        child_end.close()
+    return _await_ready(pid, parent_end, cgroup, keep_sync=keep_sync, ours=not clone_parent)
 
 
 def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool, ours: bool) -> Child:
@@ -324,20 +357,22 @@ def _decode_error(message: bytes) -> SpawnError:
 
 
 class _pid_namespace_of:
-    """Point our children's PID namespace at the spec's ``pid`` path for one clone."""
+    """Point our children's PID namespace at ``target`` (a path or a pidfd) for one clone."""
 
-    def __init__(self, spec: Spec) -> None:
-        ns = spec.namespace("pid")
-        self._path = ns.path if ns is not None else None
+    def __init__(self, target: str | int | None) -> None:
+        self._target = target
         self._restore = -1
 
     def __enter__(self) -> None:
-        if self._path is None:
+        if self._target is None:
             return
         self._restore = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        target = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        if isinstance(self._target, int):       # a pidfd: setns(2) takes one since Linux 5.8
+            _syscalls.setns(self._target, _syscalls.CLONE_NEWPID, path=f"pidfd {self._target}")
+            return
+        target = os.open(self._target, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _syscalls.setns(target, _syscalls.CLONE_NEWPID, path=self._path)
+            _syscalls.setns(target, _syscalls.CLONE_NEWPID, path=self._target)
         finally:
             os.close(target)
 
@@ -352,24 +387,33 @@ class _pid_namespace_of:
 
 def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: int | None,
               cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool) -> None:
+    run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh), spec.process.args,
+              fifo_fd=fifo_fd)
+
+
+def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: int | None = None) -> None:
+    """The child's side of the handshake: wait for "go", ``set_up()``, "ready", execve. Never returns.
+
+    ``set_up`` returns the binary to exec and its environment; an exception
+    from it is sent to the parent as "error {message, exit_code}".
+    """
     code = 1
     try:
         if sync.recv(_MSG_MAX) != b"go":
             os._exit(1)                 # the parent went away before "go"
-        path, env = _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh)
+        path, env = set_up()
         sync.send(b"ready")
         if fifo_fd is not None:
             # Opening a FIFO for writing blocks until `start` opens it for reading.
             fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
             os.write(fd, b"0")
             os.close(fd)
-        process = spec.process
         try:
-            os.execve(path, list(process.args), env)
+            os.execve(path, list(args), env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             raise SpawnError(f"exec {path}: {exc.strerror}", exit_code=code) from exc
-    except BaseException as exc:  # noqa: BLE001 - the init's one boundary: report, then exit
+    except BaseException as exc:  # noqa: BLE001 - the child's one boundary: report, then exit
         if isinstance(exc, SpawnError):
             code = exc.exit_code
         message = str(exc) if isinstance(exc, HostError) else f"{type(exc).__name__}: {exc}"

@@ -16,6 +16,11 @@ runtime/ depends on no third-party codec; file descriptors ride SCM_RIGHTS):
     spawner -> daemon   {"pid": N} + fds [pidfd, sync]        (sync: EOF once exec'd)
                      or {"error": message, "exit_code": 1|126|127}
 
+    daemon -> spawner   {"exec": {"process": <OCI process object>, "namespaces": [types],
+                                  "cgroup": path|null, "cgroup_base": text|null}}
+                        + fds [init pidfd, stdin, stdout, stderr]   (runtime/exec.py)
+    spawner -> daemon   as above
+
 The daemon creates the cgroup and applies its limits before asking; the
 spawner only opens it to add the init. EOF on the socket ends the spawner.
 """
@@ -31,10 +36,11 @@ import sys
 import threading
 
 from protocols.errors import ProtocolError
-from protocols.runtime_spec import parse_spec
+from protocols.runtime_spec import parse_process, parse_spec
 
 from . import cgroups
 from .errors import HostError, SpawnError
+from .exec import spawn_exec
 from .spawn import Child, spawn_init
 
 _MSG_MAX = 1 << 20
@@ -75,22 +81,38 @@ class Spawner:
             SpawnError: the init could not be set up (message and exit code from it),
                 or the spawner is gone.
         """
-        request = json.dumps({"spec": config, "bundle": bundle, "cgroup": cgroup,
-                              "cgroup_base": cgroup_base}).encode()
+        request = {"spec": config, "bundle": bundle, "cgroup": cgroup, "cgroup_base": cgroup_base}
+        return self._request(request, list(stdio) if stdio is not None else [])
+
+    def exec(self, init_pidfd: int, process: dict, *, namespaces: list[str], cgroup: str | None = None,
+             cgroup_base: str | None = None, stdio: tuple[int, int, int]) -> Child:
+        """Start ``process`` (an OCI process object) in the running container of ``init_pidfd``.
+
+        Returns once it is ready to exec (``wait_exec()`` tells the rest); see ``runtime.exec``.
+
+        Raises:
+            SpawnError: as ``spawn``.
+        """
+        request = {"exec": {"process": process, "namespaces": namespaces, "cgroup": cgroup,
+                            "cgroup_base": cgroup_base}}
+        return self._request(request, [init_pidfd, *stdio])
+
+    def _request(self, request: dict, fds: list[int]) -> Child:
+        body = json.dumps(request).encode()
         with self._lock:
             try:
-                socket.send_fds(self._sock, [request], list(stdio) if stdio is not None else [])
-                reply, fds, _, _ = socket.recv_fds(self._sock, _MSG_MAX, 2)
+                socket.send_fds(self._sock, [body], fds)
+                reply, got, _, _ = socket.recv_fds(self._sock, _MSG_MAX, 2)
             except OSError as exc:
                 raise SpawnError(f"the spawner (pid {self.pid}) is gone: {exc.strerror or exc}") from exc
         if not reply:
             raise SpawnError(f"the spawner (pid {self.pid}) closed its socket")
         answer = json.loads(reply)
         if "error" in answer:
-            for fd in fds:
+            for fd in got:
                 os.close(fd)
             raise SpawnError(answer["error"], exit_code=answer["exit_code"])
-        pidfd, sync = fds
+        pidfd, sync = got
         return Child(answer["pid"], pidfd, socket.socket(fileno=sync))
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -106,7 +128,7 @@ class Spawner:
 def serve(sock: socket.socket) -> None:
     """The spawner's loop: one request, one reply, until EOF."""
     while True:
-        message, fds, _, _ = socket.recv_fds(sock, _MSG_MAX, 3)
+        message, fds, _, _ = socket.recv_fds(sock, _MSG_MAX, 4)
         if not message:
             return
         try:
@@ -122,18 +144,31 @@ def serve(sock: socket.socket) -> None:
 def _handle(message: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
     try:
         request = json.loads(message)
-        spec = parse_spec(request["spec"])
-        cgroup = None
-        if request.get("cgroup"):
-            cgroup = cgroups.open_cgroup(request["cgroup"], self_cgroup=request.get("cgroup_base"))
-        stdio = tuple(fds) if len(fds) == 3 else None
-        child = spawn_init(spec, bundle=request["bundle"], cgroup=cgroup, clone_parent=True, stdio=stdio)
+        if "exec" in request:
+            child = _handle_exec(request["exec"], fds)
+        else:
+            spec = parse_spec(request["spec"])
+            cgroup = None
+            if request.get("cgroup"):
+                cgroup = cgroups.open_cgroup(request["cgroup"], self_cgroup=request.get("cgroup_base"))
+            stdio = tuple(fds) if len(fds) == 3 else None
+            child = spawn_init(spec, bundle=request["bundle"], cgroup=cgroup, clone_parent=True, stdio=stdio)
     except SpawnError as exc:
         return json.dumps({"error": str(exc), "exit_code": exc.exit_code}).encode(), []
     except (HostError, ProtocolError, ValueError, KeyError, TypeError) as exc:   # ValueError: bad JSON
         return json.dumps({"error": f"spawn request refused: {exc}", "exit_code": 1}).encode(), []
     sync = child.detach_sync()
     return json.dumps({"pid": child.pid}).encode(), [child.pidfd, sync.detach()]
+
+
+def _handle_exec(request: dict, fds: list[int]) -> Child:
+    if len(fds) != 4:
+        raise ValueError(f"an exec request carries 4 fds (init pidfd, stdin, stdout, stderr), got {len(fds)}")
+    cgroup = None
+    if request.get("cgroup"):
+        cgroup = cgroups.open_cgroup(request["cgroup"], self_cgroup=request.get("cgroup_base"))
+    return spawn_exec(fds[0], parse_process(request["process"]), namespaces=request["namespaces"],
+                      cgroup=cgroup, clone_parent=True, stdio=(fds[1], fds[2], fds[3]))
 
 
 def main(argv: list[str]) -> int:
