@@ -28,6 +28,8 @@ from runtime.spawner import Spawner
 class Host(Protocol):
     async def prepare_cgroup(self, path: str, resources: cgroups.Resources) -> None: ...
     async def spawn(self, config: dict, *, bundle: str, cgroup: str, stdio: tuple[int, int, int]) -> Child: ...
+    async def exec(self, init_pidfd: int, process: dict, *, namespaces: list[str], cgroup: str,
+                   stdio: tuple[int, int, int]) -> Child: ...
     async def wait_exec(self, child: Child) -> None: ...
     async def wait_exit(self, child: Child) -> ExitStatus: ...
     def send_signal(self, child: Child, signum: int) -> None: ...
@@ -35,6 +37,7 @@ class Host(Protocol):
     async def remove_cgroup(self, cgroup: str) -> None: ...
     async def freeze(self, cgroup: str, frozen: bool) -> None: ...
     async def pids(self, cgroup: str) -> list[int]: ...
+    async def cgroup_stats(self, cgroup: str) -> cgroups.CgroupStats | None: ...
 
 
 class LinuxHost:
@@ -74,6 +77,18 @@ class LinuxHost:
         finally:
             self.spawning -= 1
 
+    async def exec(self, init_pidfd: int, process: dict, *, namespaces: list[str], cgroup: str,
+                   stdio: tuple[int, int, int]) -> Child:
+        """A process in the running container of the init ``init_pidfd`` names (runtime/exec.py),
+        cloned by the spawner. The caller keeps ``init_pidfd`` open until this returns."""
+        self.spawning += 1
+        try:
+            return await self._run(lambda: self._spawner.exec(
+                init_pidfd, process, namespaces=namespaces, cgroup=cgroup, cgroup_base=self._cgroup_base,
+                stdio=stdio))
+        finally:
+            self.spawning -= 1
+
     async def wait_exec(self, child: Child) -> None:
         sync = child._sync
         if sync is not None:
@@ -108,6 +123,15 @@ class LinuxHost:
                 return self._cgroup(cgroup).pids()
             except CgroupError:
                 return []
+        return await self._run(read)
+
+    async def cgroup_stats(self, cgroup: str) -> cgroups.CgroupStats | None:
+        """The cgroup's counters (``Cgroup.stats()``, the parser /metrics uses too); None once it is gone."""
+        def read() -> cgroups.CgroupStats | None:
+            try:
+                return self._cgroup(cgroup).stats()
+            except CgroupError:
+                return None
         return await self._run(read)
 
     async def remove_cgroup(self, cgroup: str) -> None:

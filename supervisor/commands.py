@@ -17,9 +17,10 @@ from typing import Any
 
 import anyio
 
-from protocols.container_config import InvalidContainerConfig, parse_bytes, parse_cpus
+from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
 from protocols.units import human_duration
 
+from . import files_cli, stats_cli
 from .client import ConnectionLost, RpcError, connect
 from .errors import CorralError
 
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--tmpfs", action="append", default=[])
         sp.add_argument("--read-only", action="store_true")
         sp.add_argument("-l", "--label", action="append", default=[])
+        _health_and_init_args(sp)
+        sp.add_argument("--log-driver", help="json-file (default) or none")
+        sp.add_argument("--log-opt", action="append", default=[], help="max-size=10m, max-file=3 (json-file)")
         sp.add_argument("image")
         sp.add_argument("command", nargs=argparse.REMAINDER)
     for verb in ("start", "pause", "unpause", "inspect"):
@@ -74,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-v", "--volumes", action="store_true", help="remove the container's anonymous volumes too")
     sp.add_argument("containers", nargs="+")
     sub.add_parser("wait").add_argument("containers", nargs="+")
+    _exec_args(sub.add_parser("exec", help="run a command in a running container"))
+    sp = sub.add_parser("logs", help="print a container's output")
+    sp.add_argument("-f", "--follow", action="store_true", help="go on until the container stops")
+    sp.add_argument("-t", "--timestamps", action="store_true")
+    sp.add_argument("-n", "--tail", default="all", help="the last N lines (default all)")
+    sp.add_argument("--since", help="from this time: RFC 3339, Unix seconds, or a duration ago (10m, 1h30m)")
+    sp.add_argument("--until", help="up to this time, same forms as --since")
+    sp.add_argument("container")
     sp = sub.add_parser("rename")
     sp.add_argument("container")
     sp.add_argument("new_name")
@@ -135,7 +147,31 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--until", type=int, help="stop at this event seq")
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
+    files_cli.add_parsers(sub)            # cp, diff, export
+    stats_cli.add_parser(sub)             # stats
     return p
+
+
+def _health_and_init_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--init", action="store_true", help="run tini as PID 1: it forwards signals and reaps zombies")
+    sp.add_argument("--health-cmd", help="command run to check health (CMD-SHELL)")
+    sp.add_argument("--health-interval", help="time between checks (ms|s|m|h), default 30s")
+    sp.add_argument("--health-timeout", help="a check running longer fails (ms|s|m|h), default 30s")
+    sp.add_argument("--health-retries", type=int, help="failures in a row that make it unhealthy, default 3")
+    sp.add_argument("--health-start-period", help="failures in this time after start do not count (ms|s|m|h)")
+    sp.add_argument("--health-start-interval", help="time between checks during the start period (ms|s|m|h)")
+    sp.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
+
+
+def _exec_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    sp.add_argument("-e", "--env", action="append", default=[], help="KEY=value (repeatable)")
+    sp.add_argument("--env-file", action="append", default=[])
+    sp.add_argument("-u", "--user", help="name|uid[:group|gid]")
+    sp.add_argument("-w", "--workdir", help="working directory inside the container")
+    sp.add_argument("--privileged", action="store_true", help="every capability the daemon holds")
+    sp.add_argument("container")
+    sp.add_argument("command", nargs=argparse.REMAINDER)
 
 
 def _images_args(sp: argparse.ArgumentParser) -> None:
@@ -225,9 +261,58 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["Volumes"] = volumes
     if args.stop_signal:
         body["StopSignal"] = args.stop_signal
+    if args.log_driver or args.log_opt:
+        opts = {}
+        for opt in args.log_opt:
+            key, sep, value = opt.partition("=")
+            if not sep or not key:
+                raise InvalidContainerConfig(f"invalid log opt {opt!r}: expected key=value")
+            opts[key] = value
+        host["LogConfig"] = {"Type": args.log_driver or "json-file", "Config": opts}
     if args.stop_timeout is not None:
         body["StopTimeout"] = args.stop_timeout
+    healthcheck = healthcheck_from_flags(
+        cmd=args.health_cmd, interval=args.health_interval, timeout=args.health_timeout, retries=args.health_retries,
+        start_period=args.health_start_period, start_interval=args.health_start_interval, disable=args.no_healthcheck)
+    if healthcheck is not None:
+        body["Healthcheck"] = healthcheck
+    if args.init:
+        host["Init"] = True
     return body
+
+
+def exec_body(args: argparse.Namespace) -> dict[str, Any]:
+    """`corral exec` flags as Docker's exec create body (what `docker exec` sends)."""
+    if not args.command:
+        raise InvalidContainerConfig("exec: no command given (corral exec CONTAINER COMMAND [ARG...])")
+    env = list(args.env)
+    for path in args.env_file:
+        with open(path) as f:
+            env += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    return {"User": args.user or "", "Privileged": args.privileged, "Tty": False, "AttachStdin": False,
+            "AttachStdout": not args.detach, "AttachStderr": not args.detach, "Detach": args.detach,
+            "DetachKeys": "", "Env": env or None, "WorkingDir": args.workdir or "", "Cmd": list(args.command)}
+
+
+async def cmd_exec(client, args) -> int:
+    """docker exec: the command's output on ours, its exit status as ours (126/127 when it cannot start)."""
+    created = await client.call("exec.create", id=args.container, body=exec_body(args))
+    code = 0
+    try:
+        async with client.stream("exec.start", id=created["Id"], detach=args.detach) as items:
+            async for item in items:
+                if "data" in item:
+                    out = sys.stdout if item["stream"] == "stdout" else sys.stderr
+                    out.buffer.write(item["data"])
+                    out.flush()
+                elif "ExitCode" in item:
+                    code = int(item["ExitCode"])
+    except RpcError as exc:
+        if exc.details.get("exit_code") in (126, 127):
+            print(f"corral: {exc.message}", file=sys.stderr)
+            return exc.details["exit_code"]
+        raise
+    return code
 
 
 def _restart(text: str) -> dict[str, Any]:
@@ -265,46 +350,46 @@ async def cmd_run(client, args) -> int:
         if args.detach:
             print(cid)
             return 0
-        log_path = (await client.call("container.inspect", id=cid))["LogPath"]
-        async with anyio.create_task_group() as nursery:
-            done = anyio.Event()
-            nursery.start_soon(_follow, log_path, done)
-            result = await client.call("container.wait", id=cid)
-            done.set()
+        if args.log_driver != "none":
+            # The container's output, from its log: everything since it started, until it stops.
+            await _print_logs(client, cid, follow=True)
+        result = await client.call("container.wait", id=cid)
         return int(result["StatusCode"])
     finally:
         if remove_after:
             await client.call("container.remove", id=cid, force=True, volumes=True)
 
 
-async def _follow(path: str, done: anyio.Event) -> None:
-    """Copy the container's output to ours as it grows, until ``done`` and drained.
-
-    (Attach over the socket comes with the interactive-commands issue; the log
-    file is what the daemon writes, so nothing is lost between reads.)
-    """
-    offset = 0
-    while True:
-        finished = done.is_set()
-        chunk = await anyio.to_thread.run_sync(_read_from, path, offset)
-        if chunk:
-            offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-        elif finished:
-            return
-        else:
-            with anyio.move_on_after(0.05):
-                await done.wait()
+async def _print_logs(client, ref: str, **params) -> None:
+    """Stream ``container.logs``: stdout entries to our stdout, stderr ones to our stderr."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    async with client.stream("container.logs", id=ref, **params) as batches:
+        async for batch in batches:
+            for stream, text in batch:
+                (out if stream == "stdout" else err).write(text)
+            out.flush()
+            err.flush()
 
 
-def _read_from(path: str, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(1 << 20)
-    except FileNotFoundError:
-        return b""
+async def cmd_logs(client, args) -> int:
+    """docker logs: -f follows until the container stops; times as Docker reads them."""
+    from protocols.jsonlog import format_unix, parse_timestamp
+
+    params: dict[str, Any] = {"follow": args.follow, "timestamps": args.timestamps, "tail": args.tail}
+    now = time.time_ns()
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value:
+            try:
+                params[name] = format_unix(parse_timestamp(value, now_ns=now))
+            except ValueError as exc:
+                print(f"corral: invalid value for --{name}: {exc}", file=sys.stderr)
+                return 125
+    if args.tail != "all" and not args.tail.lstrip("-").isdecimal():
+        print(f"corral: invalid value for --tail: {args.tail!r} (a number or \"all\")", file=sys.stderr)
+        return 125
+    await _print_logs(client, args.container, **params)
+    return 0
 
 
 async def _each(client, args, method: str, **params) -> int:
@@ -410,7 +495,7 @@ async def cmd_ps(client, args) -> int:
 
 
 async def cmd_top(client, args) -> int:
-    """docker top: ps's columns for the container's processes (their host PIDs)."""
+    """docker top: ps's columns for the container's processes (host PIDs), and CPID, the PID inside it."""
     top = await client.call("container.top", id=args.container, ps_args=" ".join(args.ps_args) or "-ef")
     _print_table([tuple(top["Titles"])] + [tuple(p) for p in top["Processes"]], minwidth=20)
     return 0
@@ -729,6 +814,7 @@ _VERBS = {
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
     "events": cmd_events, "up": cmd_up, "down": cmd_down, "top": cmd_top, "container": cmd_container,
     "info": cmd_info, "version": cmd_version, "volume": cmd_volume, "rmi": cmd_rmi, "tag": cmd_tag,
-    "import": cmd_import,
+    "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs,
 }
+_VERBS.update(files_cli.VERBS, stats=stats_cli.cmd_stats)
 _IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import}

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import aclosing
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from .metrics_server import (
     parse_metrics_addr,
     serve_metrics,
 )
+from .execs import stream_exec_output
 from .rpc_server import Methods, serve_unix
 from .services import ServiceManager, parse_project, read_project
 from .state import StateStore
@@ -122,6 +124,51 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     async def top(id: str, ps_args: str = "-ef") -> dict:
         return await engine.container_top(id, ps_args)
 
+    # cp, export, diff, stats (supervisor/files.py, supervisor/stats.py). Bulk bytes are
+    # pulled with transfer.read / pushed with transfer.write, a chunk per call (files.py rule 3).
+    @m.unary("container.archive_stat")
+    async def archive_stat(id: str, path: str) -> dict:
+        return await engine.container_archive_stat(id, path)
+
+    @m.unary("container.archive_get")
+    async def archive_get(id: str, path: str) -> dict:
+        stat, tar = await engine.container_archive_get(id, path)
+        return {"stat": stat, "transfer": engine.files.open_download(tar)}
+
+    @m.unary("container.archive_put")
+    async def archive_put(id: str, path: str, transfer: str, no_overwrite_dir_non_dir: bool = True,
+                          copy_uid_gid: bool = False) -> None:
+        with engine.files.take_upload(transfer) as tar:
+            await engine.container_archive_put(id, path, tar, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                                               copy_uid_gid=copy_uid_gid)
+
+    @m.unary("container.export")
+    async def export(id: str) -> dict:
+        tar = await engine.container_export(id)
+        return {"transfer": engine.files.open_download(tar)}
+
+    @m.unary("container.changes")
+    async def changes(id: str) -> list:
+        return await engine.container_changes(id)
+
+    @m.stream("container.stats")
+    async def stats(id: str, stream: bool = True):
+        async with aclosing(engine.container_stats(id, stream=stream)) as docs:
+            async for doc in docs:
+                yield doc
+
+    @m.unary("transfer.read")
+    async def transfer_read(transfer: str, size: int = 1 << 20) -> bytes:
+        return await engine.files.read(transfer, size)
+
+    @m.unary("transfer.write")
+    async def transfer_write(data: bytes, transfer: str | None = None) -> str:
+        return await engine.files.write(data, transfer)
+
+    @m.unary("transfer.close")
+    async def transfer_close(transfer: str) -> None:
+        await engine.files.close_transfer(transfer)
+
     @m.unary("container.pause")
     async def pause(id: str) -> None:
         await engine.container_pause(id)
@@ -141,6 +188,15 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     @m.unary("container.inspect")
     async def inspect(id: str) -> dict:
         return engine.container_inspect(id)
+
+    @m.stream("container.logs")
+    async def logs(id: str, follow: bool = False, stdout: bool = True, stderr: bool = True,
+                   since: str | float | None = None, until: str | float | None = None, timestamps: bool = False,
+                   tail: str | int | None = "all"):
+        async with aclosing(engine.container_logs(id, follow=follow, stdout=stdout, stderr=stderr, since=since,
+                                                  until=until, timestamps=timestamps, tail=tail)) as batches:
+            async for batch in batches:
+                yield batch
 
     @m.unary("image.list")
     async def images() -> list:
@@ -183,6 +239,21 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     @m.unary("volume.remove")
     async def volume_remove(name: str, force: bool = False) -> None:
         await engine.volume_remove(name, force=force)
+
+    # docker exec (supervisor/execs.py): create, then start (output as stream items), inspect.
+    @m.unary("exec.create")
+    async def exec_create(id: str, body: dict) -> dict:
+        return await engine.exec_create(id, body)
+
+    @m.stream("exec.start")
+    async def exec_start(id: str, detach: bool = False):
+        async with aclosing(stream_exec_output(engine, id, detach=detach)) as items:
+            async for item in items:
+                yield item
+
+    @m.unary("exec.inspect")
+    async def exec_inspect(id: str) -> dict:
+        return engine.exec_inspect(id)
 
     @m.unary("system.info")
     async def info() -> dict:

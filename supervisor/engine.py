@@ -42,6 +42,7 @@ import stat
 import subprocess
 import time
 from collections import Counter
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ from .errors import (
     Unavailable,
 )
 from .events import EventBus
+from .execs import Execs, find_init_binary
+from .health import HealthMonitors
+from .files import Archive, Files
+from .logs import LogQuery, log_config_of, log_path_for, make_query, read_logs
 from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore
@@ -151,6 +156,9 @@ class Engine:
         self._image_lock = trio.Lock()
         # Helper processes (ps) running: the daemon's orphan reaper must not steal their status.
         self.helpers_running = 0
+        self.execs = Execs(self)                  # docker exec (supervisor/execs.py)
+        self.health = HealthMonitors(self)        # health checks (supervisor/health.py)
+        self.files = Files(self)          # cp, export, diff (supervisor/files.py)
         (data_root / "containers").mkdir(parents=True, exist_ok=True)
         (data_root / "volumes").mkdir(mode=0o701, parents=True, exist_ok=True)
 
@@ -194,6 +202,7 @@ class Engine:
         image_ref = body.get("Image")
         if not image_ref or not isinstance(image_ref, str):
             raise InvalidRequest("Image: required")
+        log_config = log_config_of(body)          # a bad --log-opt fails before anything is made
         async with self._image_lock:
             image = await trio.to_thread.run_sync(self._find_image, image_ref)
             self._images_pending[image.id] += 1
@@ -244,7 +253,7 @@ class Engine:
             resources=resources, policy=policy,
             stop_signal=_signal_number(body.get("StopSignal") or image.config.stop_signal or "SIGTERM"),
             stop_timeout_s=float(body["StopTimeout"]) if body.get("StopTimeout") is not None else 10.0,
-            log_path=str(cdir / "output.log"),
+            log_path=log_path_for(cdir, log_config), log_config=log_config,
         )
         entry = Entry(sup, body, image_ref, image.id, time.time_ns(), cdir, auto_remove=bool(host_config.get("AutoRemove")),
                       mounts=mounts)
@@ -300,6 +309,7 @@ class Engine:
             cgroup_namespace=self.cgroup_namespace,
             passwd=_top_file(layers, "etc/passwd"), group=_top_file(layers, "etc/group"),
             privileged_devices=host_devices() if (body.get("HostConfig") or {}).get("Privileged") else [],
+            init_path=find_init_binary() if (body.get("HostConfig") or {}).get("Init") else None,
         )
         return config
 
@@ -330,19 +340,21 @@ class Engine:
     async def _run(self, e: Entry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         e.done = trio.Event()
         e.ran = True
+        held = False
         try:
             with trio.CancelScope() as scope:
                 e.scope = scope
-                if not e.mounted:
-                    await trio.to_thread.run_sync(self._mount, e)
+                # Counted with the copies in flight (supervisor/files.py): mounts unless one holds it.
+                await self.files.hold(e)
+                held = True
                 await self._publish_volume_mounts(e, "mount")
                 await supervise(e.sup, self.host, self._publish, task_status=task_status)
         finally:
             with trio.CancelScope(shield=True):
                 e.scope = None
                 e.paused = False
-                if e.mounted:
-                    await trio.to_thread.run_sync(self._unmount, e)
+                if held:
+                    await self.files.release(e)        # unmounts unless a copy still holds it
                     await self._publish_volume_mounts(e, "unmount")
                 # A stopped container holds no cgroup (as runc delete does for Docker);
                 # the next start makes a fresh one.
@@ -445,6 +457,7 @@ class Engine:
 
     async def _remove(self, e: Entry, *, volumes: bool = False) -> None:
         self._containers.pop(e.sup.id, None)
+        await self.files.forget(e)        # no copy in flight reads a directory we delete
         if e.ran:
             # Only a container that was ever started got a cgroup; killing a missing
             # one fails (the v1 freezer write), so a never-started one skips this.
@@ -493,7 +506,8 @@ class Engine:
 
         Returns:
             Docker's shape: {"Titles": [...], "Processes": [[...], ...]}; the last column
-            (the command) keeps its spaces.
+            (the command) keeps its spaces. A ``CPID`` column after ``PID`` has each
+            process's PID inside the container (``NSpid``).
 
         Raises:
             NoSuchContainer; Conflict: not running; InvalidRequest: ps refused the options or
@@ -515,8 +529,41 @@ class Engine:
             titles, processes = parse_ps_output(out, pids)
         except ValueError as exc:
             raise InvalidRequest(f"top {ps_args!r}: {exc}") from None
+        # The PID inside the container (its PID namespace) right after the host's.
+        titles, processes = await trio.to_thread.run_sync(with_container_pids, titles, processes)
         await self._publish("top", e.sup, {})
         return {"Titles": titles, "Processes": processes}
+
+    # --- files and stats (supervisor/files.py, supervisor/stats.py): Docker's archive API -------
+
+    async def container_archive_stat(self, ref: str, path: str) -> dict[str, Any]:
+        """HEAD /containers/{id}/archive: ``{"name", "size", "mode", "mtime", "linkTarget"}``."""
+        return await self.files.archive_stat(ref, path)
+
+    async def container_archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], Archive]:
+        """GET /containers/{id}/archive: (stat, tar stream); the caller ``aclose``s the stream."""
+        return await self.files.archive_get(ref, path)
+
+    async def container_archive_put(self, ref: str, path: str, tar_stream, *, no_overwrite_dir_non_dir: bool = True,
+                                    copy_uid_gid: bool = False) -> None:
+        """PUT /containers/{id}/archive: extract ``tar_stream`` (a binary file) into the directory ``path``."""
+        await self.files.archive_put(ref, path, tar_stream, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                                     copy_uid_gid=copy_uid_gid)
+
+    async def container_export(self, ref: str) -> Archive:
+        """GET /containers/{id}/export: the merged root as a tar stream; the caller ``aclose``s it."""
+        return await self.files.export(ref)
+
+    async def container_changes(self, ref: str) -> list[dict[str, Any]]:
+        """GET /containers/{id}/changes: ``[{"Path", "Kind"}]`` (0 changed, 1 added, 2 deleted)."""
+        return await self.files.changes(ref)
+
+    async def container_stats(self, ref: str, *, stream: bool = True):
+        """GET /containers/{id}/stats: Docker's stats documents, one a second (one with ``stream=False``)."""
+        from .stats import container_stats
+        async with aclosing(container_stats(self, ref, stream=stream)) as docs:
+            async for doc in docs:
+                yield doc
 
     async def _ps(self, args: list[str], *, check: bool = False) -> str | None:
         """``ps ARGS`` output, or None when it failed and ``check`` is false."""
@@ -590,7 +637,7 @@ class Engine:
             "Id": e.sup.id, "Names": ["/" + e.sup.name], "Image": e.image, "ImageID": e.image_id,
             # moby's list.go: an argument with a space is shown in single quotes.
             "Command": " ".join(f"'{a}'" if " " in a else a for a in args), "Created": e.created_ns // 1_000_000_000,
-            "State": e.status, "Status": _status_text(e), "Labels": dict(e.body.get("Labels") or {}),
+            "State": e.status, "Status": _status_text(e) + (self.health.ps_suffix(e.sup.id) if e.status == "running" else ""), "Labels": dict(e.body.get("Labels") or {}),
             "Mounts": [dict(m) for m in e.mounts],
         }
 
@@ -606,6 +653,7 @@ class Engine:
                 "Restarting": e.status == "restarting", "OOMKilled": s.oom_killed, "Dead": False,
                 "Pid": s.pid, "ExitCode": s.exit_code or 0, "Error": s.error or s.parked_reason,
                 "StartedAt": _rfc3339(s.started_at_ns), "FinishedAt": _rfc3339(s.finished_at_ns),
+                **({"Health": h} if (h := self.health.inspect(s.id)) is not None else {}),
             },
             "RestartCount": s.restart_count,
             "HostConfig": {**(e.body.get("HostConfig") or {}), "RestartPolicy": {
@@ -614,16 +662,55 @@ class Engine:
                        "Image": e.image, "Entrypoint": e.body.get("Entrypoint"), "WorkingDir": process["cwd"],
                        "Labels": dict(e.body.get("Labels") or {}), "StopSignal": signal.Signals(s.stop_signal).name},
             "Mounts": [dict(m) for m in e.mounts],
-            "LogPath": s.log_path, "ResolvConfPath": str(e.dir / "resolv.conf"),
+            "LogPath": s.log_path or "", "ResolvConfPath": str(e.dir / "resolv.conf"),
             "HostnamePath": str(e.dir / "hostname"), "HostsPath": str(e.dir / "hosts"),
             "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": str(e.dir / "upper"),
                                                          "WorkDir": str(e.dir / "work"),
                                                          "MergedDir": str(e.dir / "rootfs")}},
         }
 
+    async def container_logs(self, ref: str, *, follow: bool = False, stdout: bool = True, stderr: bool = True,
+                             since: str | float | None = None, until: str | float | None = None,
+                             timestamps: bool = False, tail: str | int | None = "all"):
+        """docker logs (GET /containers/{id}/logs): batches of ``[stream, bytes]``, oldest first.
+
+        ``stream`` is "stdout" or "stderr"; the bytes are one entry's text (ending in a
+        newline unless it was a partial line), after its RFC 3339 time and a space with
+        ``timestamps``. With ``follow`` the stream goes on until the container stops.
+        ``since``/``until``/``tail`` as ``logs.make_query``.
+
+        Raises:
+            NoSuchContainer; InvalidRequest: bad parameters, or the driver is "none"
+            (moby: the configured logging driver does not support reading).
+        """
+        e = self._get(ref)
+        q: LogQuery = make_query(stdout=stdout, stderr=stderr, since=since, until=until,
+                                 timestamps=timestamps, tail=tail)
+        if e.sup.log_path is None:
+            raise InvalidRequest('configured logging driver does not support reading ("none")')
+        # Not running now: nothing to follow (docker logs -f of a stopped container ends).
+        running = (lambda: e.running) if follow and e.running else None
+        async with aclosing(read_logs(e.sup.log_path, q, running=running, stopped=e.done)) as batches:
+            async for batch in batches:
+                yield batch
+
+    # --- exec (supervisor/execs.py) ---------------------------------------------------
+
+    async def exec_create(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /containers/{id}/exec -> {"Id": ...}; Conflict when it is not running or paused."""
+        return await self.execs.create(ref, body)
+
+    async def exec_start(self, exec_id: str, *, detach: bool = False, output: Any = None) -> None:
+        """POST /exec/{id}/start; returns once the process runs (``output`` gets its stdout/stderr)."""
+        await self.execs.start(exec_id, detach=detach, output=output)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        """GET /exec/{id}/json."""
+        return self.execs.inspect(exec_id)
+
     def child_pids(self) -> set[int]:
         """PIDs of the inits our tasks wait on (the orphan reaper leaves them alone)."""
-        return {e.sup.child.pid for e in self._containers.values() if e.sup.child is not None}
+        return {e.sup.child.pid for e in self._containers.values() if e.sup.child is not None} | self.execs.pids()
 
     # --- images --------------------------------------------------------------------------
 
@@ -972,6 +1059,8 @@ class Engine:
         labels = {k: str(v) for k, v in ((e.body.get("Labels") or {}) if e else {}).items()}
         attrs = {**labels, "name": sup.name, "image": e.image if e else "", **attributes}
         await self.bus.publish("container", action, sup.id, attrs)
+        if action in ("start", "die", "destroy"):
+            self.health.container_event(action, sup.id, e)
         if self.metrics is not None:
             self.metrics.observe(action, sup, image=e.image if e else "", labels=labels, attributes=attributes)
 
@@ -1193,6 +1282,31 @@ def parse_ps_output(text: str, pids: list[int]) -> tuple[list[str], list[list[st
         if len(fields) > at and fields[at] in wanted:
             rows.append(fields)
     return titles, rows
+
+
+def parse_nspid(status: str) -> str:
+    """The PID a process has in its own PID namespace: the last field of ``NSpid:`` in
+    /proc/PID/status (proc(5)); "-" when the line is missing (a kernel before 4.1)."""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            fields = line.split()
+            return fields[-1] if len(fields) > 1 else "-"
+    return "-"
+
+
+def with_container_pids(titles: list[str], rows: list[list[str]], *,
+                        proc: Path = Path("/proc")) -> tuple[list[str], list[list[str]]]:
+    """top's table with a ``CPID`` column after ``PID``: each process's PID inside the container
+    (worker thread: reads /proc/PID/status; "-" for a process gone since ps ran)."""
+    at = titles.index("PID") + 1
+    out = []
+    for row in rows:
+        try:
+            cpid = parse_nspid((proc / row[at - 1] / "status").read_text())
+        except OSError:
+            cpid = "-"
+        out.append([*row[:at], cpid, *row[at:]])
+    return [*titles[:at], "CPID", *titles[at:]], out
 
 
 def _disk_usage(path: Path) -> int:
@@ -1430,7 +1544,10 @@ def _entry_from_record(r: dict[str, Any]) -> Entry:
     sup = Supervised(
         id=r["id"], name=r["name"], config=r["config"], bundle=r["bundle"], cgroup=r["cgroup"],
         resources=resources_from_oci(r.get("resources") or {}), policy=parse_restart_policy(r["policy"]),
-        stop_signal=r["stop_signal"], stop_timeout_s=r["stop_timeout_s"], log_path=r["log_path"],
+        stop_signal=r["stop_signal"], stop_timeout_s=r["stop_timeout_s"],
+        # Derived, not read back: records older than the json-file logs name output.log.
+        log_path=log_path_for(r["dir"], log_config_of(r["body"], strict=False)),
+        log_config=log_config_of(r["body"], strict=False),
         status="created" if r["status"] == "created" else "exited", exit_code=r["exit_code"],
         oom_killed=r["oom_killed"], restart_count=r["restart_count"], started_at_ns=r["started_at_ns"],
         finished_at_ns=r["finished_at_ns"], stopped_by_user=r["stopped_by_user"],

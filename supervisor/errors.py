@@ -106,3 +106,9 @@ class NoSuchVolume(CorralError):
     """No volume has this name."""
 
     code = "NOT_FOUND"
+
+
+class NoSuchExec(CorralError):
+    """No exec instance has this id (supervisor/execs.py)."""
+
+    code = "NOT_FOUND"

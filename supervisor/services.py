@@ -8,9 +8,11 @@ Containers carry Compose's labels (project, service, config-hash), so what
 runs is found from the Engine alone: no state of our own to drift.
 
 Conditions: ``service_started`` holds once the dependency's layer started;
-``service_healthy`` waits for ``service_started`` until health checks exist
-(the interactive-commands issue); ``service_completed_successfully`` waits for
-the dependency to exit 0 and fails the dependents otherwise.
+``service_healthy`` waits until the dependency's health check says healthy
+(supervisor/health.py) and fails the dependents when it says unhealthy, the
+dependency stops, or it has no health check (Compose's errors);
+``service_completed_successfully`` waits for the dependency to exit 0 and
+fails the dependents otherwise.
 """
 
 from __future__ import annotations
@@ -89,9 +91,12 @@ class ServiceManager:
 
     async def _wait_for_dependencies(self, project: ComposeProject, svc: Service) -> None:
         for dependency, condition in svc.depends_on.items():
-            if condition != "service_completed_successfully":
-                continue                  # started: its layer came first; healthy: see the module doc
             name = project.services[dependency].container_name
+            if condition == "service_healthy":
+                await self.engine.health.wait_healthy(name)
+                continue
+            if condition != "service_completed_successfully":
+                continue                  # started: its layer came first
             result = await self.engine.container_wait(name)
             if result["StatusCode"] != 0:
                 raise InvalidRequest(f"dependency {dependency} exited with status {result['StatusCode']}, "

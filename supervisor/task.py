@@ -12,6 +12,9 @@ Rules:
    like any other (127/126) and the restart policy decides.
 4. Restart decisions come from ``restart.decide``; the task only sleeps the
    delay. A storm in one container sleeps in its own task, never in others.
+5. Each run's stdout and stderr go through a ``logs.Capture`` (pipes and a
+   copier thread); the run's exit is recorded only once the copier reached
+   EOF, so everything the container wrote is in its log before ``die``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from dataclasses import dataclass, field
 
 import trio
 
+from protocols.jsonlog import LogConfig
 from runtime.cgroups import Resources
 from runtime.errors import SpawnError
 from runtime.spawn import Child, ExitStatus
 
 from ._host import Host
+from .logs import DRAIN_GRACE_S, Capture
 from .restart import JITTER, RestartPolicy, RestartState, decide, record_start
 
 # (action, container, extra attributes) -> journaled and fanned out by the caller
@@ -49,7 +54,8 @@ class Supervised:
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     stop_signal: int = signal.SIGTERM
     stop_timeout_s: float = 10.0
-    log_path: str | None = None
+    log_path: str | None = None        # the json-file log; None: output is discarded (driver "none")
+    log_config: LogConfig = field(default_factory=LogConfig)
     # Live state, written by the task only.
     status: str = "created"            # created, running, restarting, exited
     pid: int = 0
@@ -114,22 +120,38 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
     """Start one init and wait for it; on cancellation stop it politely, then firmly."""
     if first:
         await host.prepare_cgroup(c.cgroup, c.resources)
-    child = await _spawn(c, host)
+    try:
+        capture = Capture.open(c.log_path, c.log_config) if c.log_path else None
+    except OSError as exc:                 # a start that fails like any other (rule 3)
+        raise SpawnError(f"cannot open the container's log {c.log_path}: {exc.strerror or exc}") from exc
+    try:
+        child = await _spawn(c, host, capture)
+    except BaseException:
+        if capture is not None:
+            with trio.CancelScope(shield=True):
+                await capture.wait_drained()
+        raise
     c.child = child
     try:
         try:
             await host.wait_exec(child)
         except SpawnError as exc:          # execve failed: the init already exited
             c.error = str(exc)
+            with trio.CancelScope(shield=True):
+                await _drain(capture)
             return ExitStatus(code=exc.exit_code)
         c.status, c.pid, c.started_at_ns, c.error = "running", child.pid, time.time_ns(), ""
         await publish("start", c, {})
         if first:
             task_status.started(child.pid)
-        return await host.wait_exit(child)
+        status = await host.wait_exit(child)
+        with trio.CancelScope(shield=True):   # it exited: no stop to do, whatever happens now
+            await _drain(capture)              # everything it wrote is on disk before "die"
+        return status
     except BaseException:
         with trio.CancelScope(shield=True):
             status = await _stop(c, host, child)
+            await _drain(capture)
             await _record_exit(c, host, publish, status)
             c.status = "exited"
             await publish("stop", c, {})
@@ -139,16 +161,25 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
         child.close()
 
 
-async def _spawn(c: Supervised, host: Host) -> Child:
-    # The init writes to the container's log; it reads nothing (attach comes later).
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    out = (os.open(c.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-           if c.log_path else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+async def _spawn(c: Supervised, host: Host, capture: Capture | None) -> Child:
+    # stdout and stderr are the capture's pipes (or /dev/null); the init reads nothing.
+    null_in = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    null_out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if capture is None else -1
+    stdio = (null_in, null_out, null_out) if capture is None else (null_in, capture.stdout_w, capture.stderr_w)
     try:
-        return await host.spawn(c.config, bundle=c.bundle, cgroup=c.cgroup, stdio=(null, out, out))
+        return await host.spawn(c.config, bundle=c.bundle, cgroup=c.cgroup, stdio=stdio)
     finally:
-        os.close(null)
-        os.close(out)
+        os.close(null_in)
+        if null_out >= 0:
+            os.close(null_out)
+        if capture is not None:
+            capture.close_write_ends()     # the init holds them now: EOF is when it (and its kin) are gone
+
+
+async def _drain(capture: Capture | None) -> None:
+    """Wait for the copier to reach EOF (bounded: something may still hold a write end)."""
+    if capture is not None:
+        await capture.wait_drained(grace_s=DRAIN_GRACE_S)
 
 
 async def _stop(c: Supervised, host: Host, child: Child) -> ExitStatus:

@@ -111,15 +111,18 @@ def test_top_lists_the_containers_processes_with_host_pids(daemon: Daemon) -> No
         return rows if {r[-1] for r in rows} == {"sleep 1000", "sleep 1001"} else None
     rows = wait_for(both, timeout=10, what="both sleeps in top")
     titles = _top(daemon, "topper")[0]
-    assert titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    # Docker's columns, plus CPID (the PID inside the container) after PID.
+    assert titles == ["UID", "PID", "CPID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     by_cmd = {r[-1]: r for r in rows}
     assert by_cmd["sleep 1000"][1] == str(pid) and by_cmd["sleep 1000"][0] == "root"
-    assert by_cmd["sleep 1001"][2] == str(pid)                      # its parent is the init, by host PID
+    assert by_cmd["sleep 1000"][2] == "1"                           # the init is PID 1 inside
+    assert by_cmd["sleep 1001"][3] == str(pid)                      # its parent is the init, by host PID
     child = int(by_cmd["sleep 1001"][1])
     assert Path(f"/proc/{child}/cmdline").read_bytes() == b"sleep\x001001\x00"
-    # ps options pass through; with -o the columns are the caller's.
+    # ps options pass through; with -o the columns are the caller's (and CPID).
     titles, rows = _top(daemon, "topper", "-o", "pid,comm")
-    assert titles == ["PID", "COMMAND"] and sorted(rows) == sorted([[str(pid), "sleep"], [str(child), "sleep"]])
+    assert titles == ["PID", "CPID", "COMMAND"]
+    assert sorted(rows) == sorted([[str(pid), "1", "sleep"], [str(child), by_cmd["sleep 1001"][2], "sleep"]])
     out = daemon.cli("top", "topper", "-o", "comm")
     assert out.returncode == 125 and "no PID column" in out.stderr
     daemon.ok("kill", "topper")

@@ -115,7 +115,7 @@ def test_bind_mounts_read_only_and_read_write(daemon: Daemon, tmp_path: Path) ->
     hostdir.mkdir()
     (hostdir / "f").write_text("from the host\n")
     out = daemon.cli("run", "--rm", "-v", f"{hostdir}:/x:ro", "busybox", "sh", "-c", "cat /x/f; echo no > /x/g")
-    # (run in the foreground copies the container's one output log: its stderr arrives on our stdout.)
+    # (run in the foreground prints the container's stdout on our stdout, its stderr on our stderr.)
     assert out.returncode != 0 and out.stdout.startswith("from the host\n")
     assert "Read-only file system" in out.stdout + out.stderr
     assert not (hostdir / "g").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_on_failure_2_restarts_twice_then_gives_up(busybox_rootfs, tmp_path, cgr
     assert [a for a, _ in events] == ["start", "die", "restart", "start", "die", "restart", "start", "die"]
     assert all(attrs == {"exitCode": "4", "oomKilled": "false"} for a, attrs in events if a == "die")
     assert (c.status, c.exit_code, c.restart_count) == ("exited", 4, 2)
-    assert (tmp_path / "out.log").read_text() == "run\n" * 3        # stdio went where we said
+    # stdio went where we said: the json-file log, one entry per line of output
+    assert [json.loads(line)["log"] for line in (tmp_path / "out.log").read_text().splitlines()] == ["run\n"] * 3
 
 
 def test_stop_sends_sigkill_when_pid_1_ignores_sigterm(busybox_rootfs, tmp_path, cgroup_parent) -> None:
@@ -75,7 +77,7 @@ def test_stop_signal_handled_exits_cleanly(busybox_rootfs, tmp_path, cgroup_pare
                   stop_timeout_s=10, policy=parse_restart_policy("always"))
     events = run(c, stop_after_s=0.3)
     assert [a for a, _ in events] == ["start", "die", "stop"]
-    assert c.exit_code == 0 and (tmp_path / "out.log").read_text() == "bye\n"
+    assert c.exit_code == 0 and json.loads((tmp_path / "out.log").read_text())["log"] == "bye\n"
 
 
 def test_oom_kill_is_reported(busybox_rootfs, tmp_path, cgroup_parent) -> None:
