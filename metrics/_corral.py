@@ -30,6 +30,9 @@ RESTART_REASONS = ("exit", "signal", "oom", "start_failed")
 # exec'd; stop: from the request to the exit being recorded, grace included.
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STOP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# How late the event loop wakes a task that slept: anything but the first bucket
+# means something held the loop (a blocking call, a long synchronous step).
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def restart_reason(cause: str) -> str:
@@ -62,6 +65,10 @@ class CorralMetrics:
                                        buckets=START_BUCKETS, registry=registry)
         self.stop_seconds = Histogram("corral_container_stop_duration_seconds", "Time from a stop request until "
                                       "the container's exit is recorded.", buckets=STOP_BUCKETS, registry=registry)
+        self.loop_lag_seconds = Histogram("corral_event_loop_lag_seconds", "How much later than asked the "
+                                          "daemon's event loop woke a task that slept (sampled every 0.25 s): "
+                                          "the longest the loop was held by anything.",
+                                          buckets=LOOP_LAG_BUCKETS, registry=registry)
         self._restart_labels: dict[str, set[tuple[str, str, str]]] = {}
 
     def container_restarted(self, container_id: str, name: str, cause: str) -> None:

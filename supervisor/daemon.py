@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -276,9 +277,26 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     return m
 
 
+def _raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as dockerd and containerd do at start.
+
+    Each running container holds several of the daemon's descriptors (its pidfd,
+    log pipes and file, its network namespace for metrics): the usual soft limit
+    of 1024 would stop a host at about a hundred containers. A container whose
+    spec names no RLIMIT_NOFILE inherits this one, as under dockerd.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 async def serve(args: argparse.Namespace) -> int:
     args.data_root.mkdir(parents=True, exist_ok=True)
     args.exec_root.mkdir(parents=True, exist_ok=True)
+    _raise_nofile_limit()
     if os.getpid() != 1:
         _syscalls.set_child_subreaper()     # orphans of our containers' helpers land on us
     sockets = [h.removeprefix("unix://") for h in args.host] or [str(args.exec_root / "corral.sock")]
@@ -312,6 +330,7 @@ async def serve(args: argparse.Namespace) -> int:
                 journal_events=journal.size, start_time_s=time.time(), version=server_version()))
             if metrics_addr is not None:
                 await _start_metrics(nursery, metrics_addr, hub)
+                nursery.start_soon(_watch_loop_lag, hub)
             await engine.restore()
             services = ServiceManager(engine)
             methods = build_methods(engine, bus, services)
@@ -340,6 +359,17 @@ async def serve(args: argparse.Namespace) -> int:
         journal.close()
     log.info("corral daemon stopped")
     return 0
+
+
+LOOP_LAG_SAMPLE_S = 0.25
+
+
+async def _watch_loop_lag(hub: MetricsHub) -> None:
+    """Sleep, and record how late the loop woke us: the daemon's health as a histogram."""
+    while True:
+        asked = trio.current_time() + LOOP_LAG_SAMPLE_S
+        await trio.sleep_until(asked)
+        hub.corral.loop_lag_seconds.observe(max(0.0, trio.current_time() - asked))
 
 
 async def _start_metrics(nursery: trio.Nursery, addr: tuple[str | None, int], hub: MetricsHub) -> None:

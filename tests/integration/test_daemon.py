@@ -3,6 +3,7 @@ data root, exec root and cgroup parent, removed whatever happens."""
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -99,3 +100,29 @@ def test_sigterm_stops_containers_and_restart_brings_always_back(daemon: Daemon)
     daemon.start()
     wait_for(lambda: daemon.inspect("keeper")["State"]["Running"], timeout=10, what="keeper to come back")
     assert daemon.inspect("plain")["State"]["Running"] is False
+
+
+def _open_files_limits(pid: int) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError("no 'Max open files' line")
+
+
+def test_daemon_raises_its_open_files_limit(tmp_path: Path, cgroup_parent: str) -> None:
+    # Started with the usual soft limit of 1024 (a login shell's), it takes the hard limit:
+    # each running container holds several of its descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 1024:
+        pytest.skip(f"the hard open-files limit is {hard}: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    d = Daemon(tmp_path, cgroup_parent)
+    try:
+        d.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert _open_files_limits(d.process.pid) == (str(hard), str(hard))
+    finally:
+        d.close()

@@ -139,3 +139,12 @@ def test_prometheus_scrapes_the_daemon(metrics_daemon: Daemon, tmp_path: Path) -
             server.kill()
             server.wait(timeout=10)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_event_loop_lag_is_sampled(metrics_daemon: Daemon) -> None:
+    d = metrics_daemon
+    count = wait_for(lambda: [c for c in samples(scrape(d.metrics_port)[0], "corral_event_loop_lag_seconds_count")
+                              if c >= 2], timeout=30, what="two loop-lag samples")
+    text, _ = scrape(d.metrics_port)
+    assert samples(text, "corral_event_loop_lag_seconds_bucket", le="+Inf") >= count
+    assert samples(text, "corral_event_loop_lag_seconds_sum")[0] >= 0
