@@ -370,15 +370,6 @@ class ImageStore:
     def _add_image(self, records: dict[str, ImageRecord], layers: list[tuple[Descriptor, str]], tag: str | None,
                    config: ContainerConfig, comment: str) -> Image:
         diff_ids = [diff_id for _, diff_id in layers]
-        chains = chain_ids(diff_ids)
-        size = 0
-        for (layer, diff_id), chain in zip(layers, chains):
-            snapshot = self.snapshot_dir(chain)
-            if not snapshot.is_dir():
-                self.snapshots.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(SnapshotExists):   # another store on this root was quicker
-                    unpack_layer(self.content.blob_path(layer.digest), snapshot, expected_diff_id=diff_id)
-            size += snapshot_size(snapshot)
         now = format_timestamp(time.time_ns())
         image_config = ImageConfig(
             architecture=goarch(os.uname().machine), os="linux", diff_ids=tuple(diff_ids), config=config,
@@ -391,8 +382,29 @@ class ImageStore:
             layers=tuple(layer for layer, _ in layers),
         ))
         manifest_digest = self.content.write_blob(manifest_bytes)
-        records[config_digest] = ImageRecord(config_digest, manifest_digest, (), size)
-        if tag is not None:
+        return self.register(records, config_digest, manifest_digest, layers, [tag] if tag is not None else [])
+
+    def register(self, records: dict[str, ImageRecord], config_digest: str, manifest_digest: str,
+                 layers: list[tuple[Descriptor, str]], tags: list[str]) -> Image:
+        """Make an image of blobs already in the content store: unpack each layer into its
+        snapshot (once per chain id, checked against its diff id), record it, move ``tags``
+        (normalised) onto it. Call inside ``index.transaction()``.
+
+        Raises:
+            LayerError: a layer is not what its diff id says, or cannot be unpacked.
+        """
+        chains = chain_ids([diff_id for _, diff_id in layers])
+        size = 0
+        for (layer, diff_id), chain in zip(layers, chains):
+            snapshot = self.snapshot_dir(chain)
+            if not snapshot.is_dir():
+                self.snapshots.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(SnapshotExists):   # another store on this root was quicker
+                    unpack_layer(self.content.blob_path(layer.digest), snapshot, expected_diff_id=diff_id)
+            size += snapshot_size(snapshot)
+        known = records.get(config_digest)
+        records[config_digest] = ImageRecord(config_digest, manifest_digest, known.tags if known else (), size)
+        for tag in tags:
             self._move_tag(records, tag, config_digest)
         return self._image(records[config_digest])
 
@@ -429,12 +441,12 @@ class ImageStore:
             used_chains.update(chain_ids(parse_image_config(self.content.read_blob(record.id)).diff_ids))
         for chain in chain_ids(config.diff_ids):
             if chain not in used_chains:
-                self._delete_snapshot(self.snapshot_dir(chain))
+                self.delete_snapshot(self.snapshot_dir(chain))
         for digest in (gone.manifest, gone.id, *(layer.digest for layer in manifest.layers)):
             if digest not in used_blobs:
                 self.content.delete_blob(digest)
 
-    def _delete_snapshot(self, snapshot: Path) -> None:
+    def delete_snapshot(self, snapshot: Path) -> None:
         # Renamed away first, so a half-deleted snapshot is never taken for a whole one.
         doomed = snapshot.with_name(f"{_TMP_PREFIX}del-{snapshot.name}-{uuid.uuid4().hex[:8]}")
         try:

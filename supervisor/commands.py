@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--until", type=int, help="stop at this event seq")
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
-    files_cli.add_parsers(sub)            # cp, diff, export
+    files_cli.add_parsers(sub)            # cp, diff, export, save, load
     stats_cli.add_parser(sub)             # stats
     return p
 

@@ -212,6 +212,15 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
                            message: str | None = None) -> dict:
         return await engine.image_import(source, reference, changes=changes, message=message)
 
+    # docker save / load: the tar moves as a transfer (transfer.read / transfer.write), as cp's.
+    @m.unary("image.save")
+    async def image_save(names: list, format: str = "docker") -> dict:
+        return {"transfer": await engine.image_save(names, fmt=format)}
+
+    @m.unary("image.load")
+    async def image_load(transfer: str) -> list:
+        return await engine.image_load(transfer)
+
     @m.unary("image.remove")
     async def image_remove(id: str, force: bool = False) -> list:
         return await engine.image_remove(id, force=force)

@@ -40,19 +40,20 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
 from protocols.container_config import InvalidContainerConfig, runtime_config
 from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
 from protocols.units import human_duration
-from runtime import overlay
+from runtime import image_archive, overlay
 from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
 from runtime.devices import host_devices
 from runtime.errors import HostError
@@ -75,7 +76,7 @@ from .errors import (
 from .events import EventBus
 from .execs import Execs, find_init_binary
 from .health import HealthMonitors
-from .files import Archive, Files
+from .files import Archive, Files, SpooledDownload
 from .logs import LogQuery, log_config_of, log_path_for, make_query, read_logs
 from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
@@ -779,6 +780,67 @@ class Engine:
             await self.bus.publish("image", "tag", image.id, {"name": tag})
         await self.bus.publish("image", "import", image.id, {"name": tag or image.id})
         return _image_summary(image)
+
+    async def image_save(self, refs: list[str], *, fmt: str = "docker") -> str:
+        """docker save (GET /images/get): the images as one tar; a transfer token to read it from.
+
+        ``fmt`` is "docker" (docker-archive, as ``docker save`` writes) or "oci" (an
+        OCI image layout). The tar is written to an anonymous spool file first, so a
+        slow reader never holds the image store.
+
+        Raises:
+            InvalidRequest: no image named, or an unknown format. NoSuchImage: a name matches nothing.
+        """
+        if not refs or not all(isinstance(r, str) and r for r in refs):
+            raise InvalidRequest("save: name at least one image")
+        if fmt not in image_archive.FORMATS:
+            raise InvalidRequest(f"save: unknown format {fmt!r} (docker or oci)")
+
+        def write() -> BinaryIO:
+            self.files.spool_dir.mkdir(mode=0o700, exist_ok=True)
+            f = tempfile.TemporaryFile(dir=self.files.spool_dir)
+            try:
+                image_archive.save(self.images, refs, f, fmt=fmt)
+                f.seek(0)
+            except BaseException:
+                f.close()
+                raise
+            return f
+
+        try:
+            f = await trio.to_thread.run_sync(write)
+        except ImageNotFound as exc:
+            raise NoSuchImage(str(exc)) from None
+        except ImageError as exc:
+            raise InvalidRequest(f"save: {exc}") from None
+        for ref in refs:
+            await self.bus.publish("image", "save", self.images.get(ref).id, {"name": ref})
+        return self.files.open_download(SpooledDownload(f))
+
+    async def image_load(self, transfer: str) -> list[str]:
+        """docker load (POST /images/load): every image of an uploaded docker-archive or OCI
+        layout tar; Docker's lines, ``Loaded image: busybox:latest`` or ``Loaded image ID: sha256:...``.
+
+        Raises:
+            InvalidRequest: not an image archive, or one that lies (the message says where);
+                the store is left as it was.
+        """
+        source = self.files.take_upload(transfer)
+        try:
+            loaded = await trio.to_thread.run_sync(image_archive.load, self.images, source)
+        except (image_archive.ArchiveFormatError, LayerError, ImageError) as exc:
+            raise InvalidRequest(f"load: {exc}") from None
+        finally:
+            source.close()
+        lines = []
+        for image in loaded:
+            for tag in image.tags:
+                await self.bus.publish("image", "tag", image.id, {"name": tag})
+                lines.append(f"Loaded image: {tag}")
+            if not image.tags:
+                lines.append(f"Loaded image ID: {image.id}")
+            await self.bus.publish("image", "load", image.id, {"name": image.tags[0] if image.tags else image.id})
+        return lines
 
     async def image_tag(self, source: str, reference: str) -> None:
         """docker tag: give the image ``source`` names the tag ``reference`` (moved from any other).

@@ -121,6 +121,28 @@ class Archive:
                 await self._files.release(self._entry)
 
 
+class SpooledDownload:
+    """A download of a file the daemon wrote first (``image save``): read in a worker
+    thread, closed (and, being anonymous, gone) by ``aclose``."""
+
+    container_id = ""             # no container's removal closes it
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._lock = trio.Lock()
+
+    async def receive_some(self, max_bytes: int = DEFAULT_READ_SIZE) -> bytes:
+        async with self._lock:
+            if self._f.closed:
+                raise trio.ClosedResourceError("download was closed")
+            return await trio.to_thread.run_sync(self._f.read, max_bytes)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                self._f.close()
+
+
 # The kernel's filesystems in a running container: Docker's cp sees the rootfs' own
 # (empty) directories there, never /proc/kcore or /sys.
 _KERNEL_DIRS = frozenset({"/proc", "/sys", "/dev"})

@@ -1,4 +1,5 @@
-"""``corral cp``, ``diff``, ``export``: the CLI side of supervisor/files.py (anyio, like commands.py).
+"""``corral cp``, ``diff``, ``export``, ``save``, ``load``: the CLI side of supervisor/files.py
+(anyio, like commands.py).
 
 ``cp`` decides where things land on the client, as the docker CLI does
 (cli/command/container/cp.go and moby's archive.CopyInfoDestinationPath);
@@ -47,6 +48,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("src", metavar="CONTAINER:SRC_PATH|SRC_PATH|-")
     sp.add_argument("dest", metavar="DEST_PATH|-|CONTAINER:DEST_PATH")
     sub.add_parser("diff", help="changes to a container's filesystem").add_argument("container")
+    sp = sub.add_parser("save", help="images as a tar (docker-archive, or an OCI layout with --format oci)")
+    sp.add_argument("-o", "--output", help="write to a file, not stdout")
+    sp.add_argument("--format", choices=("docker", "oci"), default="docker", help="archive format (default docker)")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp = sub.add_parser("load", help="images from a tar made by save (docker-archive or OCI layout)")
+    sp.add_argument("-i", "--input", help="read from a file, not stdin")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     sp = sub.add_parser("export", help="a container's filesystem as a tar")
     sp.add_argument("-o", "--output", help="write to a file, not stdout")
     sp.add_argument("container")
@@ -299,17 +307,42 @@ async def cmd_export(client, args) -> int:
         print("corral: cowardly refusing to save to a terminal. Use the -o flag or redirect", file=sys.stderr)
         return 1
     reply = await client.call("container.export", id=args.container)
-    if args.output is None:
+    return await _write_download(client, reply["transfer"], args.output)
+
+
+async def cmd_save(client, args) -> int:
+    if args.output is None and sys.stdout.isatty():
+        print("corral: cowardly refusing to save to a terminal. Use the -o flag or redirect", file=sys.stderr)
+        return 1
+    reply = await client.call("image.save", names=args.images, format=args.format)
+    return await _write_download(client, reply["transfer"], args.output)
+
+
+async def cmd_load(client, args) -> int:
+    if args.input is None and sys.stdin.isatty():
+        print("corral: requested load from stdin, but stdin is empty", file=sys.stderr)
+        return 1
+    with (open(args.input, "rb") if args.input is not None else os.fdopen(os.dup(0), "rb")) as source:
+        token = await _upload(client, source.read)
+    for line in await client.call("image.load", transfer=token):
+        if not args.quiet:
+            print(line)
+    return 0
+
+
+async def _write_download(client, token: str, output: str | None) -> int:
+    """A download to ``output`` (atomically: a temp file renamed) or to stdout."""
+    if output is None:
         try:
-            await _download(client, reply["transfer"], sys.stdout.buffer)
+            await _download(client, token, sys.stdout.buffer)
         except _ReaderGone:
             return 1
         return 0
-    tmp = f"{args.output}.tmp-{os.getpid()}"
+    tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            await _download(client, reply["transfer"], out)
-        os.replace(tmp, args.output)
+            await _download(client, token, out)
+        os.replace(tmp, output)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -319,4 +352,4 @@ async def cmd_export(client, args) -> int:
     return 0
 
 
-VERBS = {"cp": cmd_cp, "diff": cmd_diff, "export": cmd_export}
+VERBS = {"cp": cmd_cp, "diff": cmd_diff, "export": cmd_export, "save": cmd_save, "load": cmd_load}
