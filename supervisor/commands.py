@@ -20,7 +20,7 @@ import anyio
 from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
 from protocols.units import human_duration
 
-from . import files_cli, stats_cli
+from . import files_cli, registry_cli, stats_cli
 from .client import ConnectionLost, RpcError, connect
 from .errors import CorralError
 
@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
     files_cli.add_parsers(sub)            # cp, diff, export, save, load
+    registry_cli.add_parsers(sub)         # pull, push, search, login, logout
     stats_cli.add_parser(sub)             # stats
     return p
 
@@ -817,4 +818,5 @@ _VERBS = {
     "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs,
 }
 _VERBS.update(files_cli.VERBS, stats=stats_cli.cmd_stats)
+_VERBS.update(registry_cli.VERBS)
 _IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import}

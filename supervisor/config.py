@@ -25,6 +25,8 @@ KEYS: dict[str, tuple[str, type, bool]] = {
     "services": ("services", Path, True),
     "metrics-addr": ("metrics_addr", str, False),
     "metrics-labels": ("metrics_label", list, False),
+    "registry-mirrors": ("registry_mirror", list, False),
+    "insecure-registries": ("insecure_registry", list, False),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

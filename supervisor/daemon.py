@@ -24,11 +24,13 @@ from pathlib import Path
 import trio
 
 from metrics import SupervisorCollector
+from protocols.distribution import DistributionError, check_insecure_entries, parse_remote, repositories
 from protocols.events import EventFilter
 from runtime import _syscalls
 from runtime.caps import held_bounding_set
 from runtime.cgroups import CgroupMode, detect_mode
 
+from . import registry
 from ._host import open_linux_host
 from .config import KEYS, ConfigError, apply_config, given_dests, read_config
 from .engine import Engine, server_version
@@ -63,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--services", type=Path, help="a Compose file whose services the daemon keeps running")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
                    help=f"HOST:PORT serving Prometheus /metrics (default {DEFAULT_METRICS_ADDR}; '' or none: off)")
+    p.add_argument("--registry-mirror", action="append", default=[], metavar="URL",
+                   help="a mirror tried first for Docker Hub images (repeatable)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
+                   help="a registry reached over plain HTTP or unverified TLS (repeatable; localhost always is)")
     p.add_argument("--metrics-label", action="append", default=[], metavar="LABEL",
                    help="a container label exported as a metric label (repeatable; none by default)")
     return p
@@ -212,6 +218,28 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
                            message: str | None = None) -> dict:
         return await engine.image_import(source, reference, changes=changes, message=message)
 
+    # Registries (supervisor/registry.py): progress as stream items, Docker's JSON messages.
+    # ``auth`` is {"username", "password"} from the CLI's credentials file, per call.
+    @m.stream("image.pull")
+    async def image_pull(name: str, auth: dict | None = None):
+        async with aclosing(engine.image_pull(name, auth=auth)) as messages:
+            async for message in messages:
+                yield message
+
+    @m.stream("image.push")
+    async def image_push(name: str, auth: dict | None = None):
+        async with aclosing(engine.image_push(name, auth=auth)) as messages:
+            async for message in messages:
+                yield message
+
+    @m.unary("image.search")
+    async def image_search(term: str, registry: str, limit: int = 25, auth: dict | None = None) -> list:
+        return await engine.image_search(term, registry_host=registry, limit=limit, auth=auth)
+
+    @m.unary("system.login")
+    async def login(server: str, username: str, password: str) -> dict:
+        return await engine.registry_login(server, username, password)
+
     # docker save / load: the tar moves as a transfer (transfer.read / transfer.write), as cp's.
     @m.unary("image.save")
     async def image_save(names: list, format: str = "docker") -> dict:
@@ -302,10 +330,21 @@ def _raise_nofile_limit() -> None:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
 
 
+def _registry_settings(args: argparse.Namespace) -> registry.Settings:
+    """--registry-mirror and --insecure-registry, checked (a bad one stops the daemon at start)."""
+    insecure = tuple(args.insecure_registry)
+    check_insecure_entries(insecure)
+    mirrors = tuple(args.registry_mirror)
+    for mirror in mirrors:
+        repositories(parse_remote("busybox"), mirrors=(mirror,))
+    return registry.Settings(mirrors=mirrors, insecure=insecure)
+
+
 async def serve(args: argparse.Namespace) -> int:
     args.data_root.mkdir(parents=True, exist_ok=True)
     args.exec_root.mkdir(parents=True, exist_ok=True)
     _raise_nofile_limit()
+    registry_settings = _registry_settings(args)
     if os.getpid() != 1:
         _syscalls.set_child_subreaper()     # orphans of our containers' helpers land on us
     sockets = [h.removeprefix("unix://") for h in args.host] or [str(args.exec_root / "corral.sock")]
@@ -333,6 +372,7 @@ async def serve(args: argparse.Namespace) -> int:
                             nursery=nursery, cgroup_parent=args.cgroup_parent,
                             privileged_caps=held_bounding_set(), cgroup_namespace=mode is CgroupMode.UNIFIED,
                             metrics=hub)
+            engine.registry_settings = registry_settings
             hub.registry.register(SupervisorCollector(
                 states=engine.container_states, all_states=("created", "running", "paused", "restarting", "exited"),
                 events_total=journal.last_seq, subscribers=lambda: bus.subscriber_count,
@@ -469,6 +509,11 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(f"corral daemon: {exc}", file=sys.stderr)
             return 1
+    try:
+        _registry_settings(args)
+    except DistributionError as exc:
+        print(f"corral daemon: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     return trio.run(serve, args)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import posixpath
@@ -51,6 +52,7 @@ from typing import Any, BinaryIO
 import trio
 
 from protocols.container_config import InvalidContainerConfig, runtime_config
+from protocols.distribution import DistributionError
 from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
 from protocols.units import human_duration
 from runtime import image_archive, overlay
@@ -61,6 +63,7 @@ from runtime.images import ImageError, ImageNotFound
 from runtime.layers import LayerError
 from runtime.spawn import open_pidfd
 
+from . import registry
 from ._host import Host
 from .errors import (
     Conflict,
@@ -70,6 +73,7 @@ from .errors import (
     NoSuchContainer,
     NoSuchImage,
     NoSuchVolume,
+    PermissionDenied,
     StartFailed,
     Unavailable,
 )
@@ -157,6 +161,7 @@ class Engine:
         self._image_lock = trio.Lock()
         # Helper processes (ps) running: the daemon's orphan reaper must not steal their status.
         self.helpers_running = 0
+        self.registry_settings = registry.Settings()   # --registry-mirror, --insecure-registry
         self.execs = Execs(self)                  # docker exec (supervisor/execs.py)
         self.health = HealthMonitors(self)        # health checks (supervisor/health.py)
         self.files = Files(self)          # cp, export, diff (supervisor/files.py)
@@ -842,6 +847,80 @@ class Engine:
             await self.bus.publish("image", "load", image.id, {"name": image.tags[0] if image.tags else image.id})
         return lines
 
+    # --- registries (supervisor/registry.py: blocking, in worker threads) ------------------
+
+    async def image_pull(self, name: str, *, auth: dict[str, str] | None = None):
+        """docker pull (POST /images/create?fromImage=): Docker's progress messages, then the
+        image is in the store. By digest (``name@sha256:...``) the image stays untagged.
+
+        Raises:
+            InvalidRequest: a malformed name. NoSuchImage: the registry has no such manifest.
+            PermissionDenied: the registry wants credentials. Unavailable: it cannot be reached
+            or refused otherwise.
+        """
+        box: dict[str, Any] = {}
+        async for message in self._registry_call(box, registry.pull, self.images, name, self.registry_settings,
+                                                 credentials=_credentials(auth)):
+            yield message
+        await self.bus.publish("image", "pull", box["value"].id, {"name": name})
+
+    async def image_push(self, name: str, *, auth: dict[str, str] | None = None):
+        """docker push (POST /images/{name}/push): progress messages; the last names the digest.
+
+        Raises:
+            NoSuchImage: no such tag here. As ``image_pull`` otherwise.
+        """
+        box: dict[str, Any] = {}
+        async for message in self._registry_call(box, registry.push, self.images, name, self.registry_settings,
+                                                 credentials=_credentials(auth)):
+            yield message
+        await self.bus.publish("image", "push", self.images.get(name).id, {"name": name})
+
+    async def image_search(self, term: str, *, registry_host: str, limit: int = 25,
+                           auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """docker search (GET /images/search) through the registry's catalog."""
+        return await self._registry_thread(registry.search, term, registry_host, self.registry_settings,
+                                           _credentials(auth), limit)
+
+    async def registry_login(self, server: str, username: str, password: str) -> dict[str, str]:
+        """docker login (POST /auth): whether the registry takes these credentials."""
+        await self._registry_thread(registry.check_login, server, self.registry_settings,
+                                    registry.Credentials(username, password))
+        return {"Status": "Login Succeeded"}
+
+    async def _registry_thread(self, fn, *args):
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except BaseException as exc:
+            raise _registry_error(exc) from None
+
+    async def _registry_call(self, box: dict[str, Any], fn, *args, credentials):
+        """Run ``fn(*args, progress, credentials)`` in a worker thread of the Engine's nursery and
+        yield its progress messages; its value lands in ``box``. A client that goes away stops
+        listening, not the transfer: the image still lands in the store."""
+        send, receive = trio.open_memory_channel(math.inf)
+        token = trio.lowlevel.current_trio_token()
+
+        def progress(message: dict[str, Any]) -> None:
+            try:
+                trio.from_thread.run_sync(send.send_nowait, message, trio_token=token)
+            except (trio.BrokenResourceError, trio.RunFinishedError):
+                pass
+
+        async def work() -> None:
+            async with send:
+                try:
+                    box["value"] = await trio.to_thread.run_sync(lambda: fn(*args, progress, credentials))
+                except BaseException as exc:      # noqa: BLE001 - handed to the listener below
+                    box["error"] = exc
+
+        self._nursery.start_soon(work)
+        async with receive:
+            async for message in receive:
+                yield message
+        if "error" in box:
+            raise _registry_error(box["error"])
+
     async def image_tag(self, source: str, reference: str) -> None:
         """docker tag: give the image ``source`` names the tag ``reference`` (moved from any other).
 
@@ -1344,6 +1423,31 @@ def parse_ps_output(text: str, pids: list[int]) -> tuple[list[str], list[list[st
         if len(fields) > at and fields[at] in wanted:
             rows.append(fields)
     return titles, rows
+
+
+def _credentials(auth: dict[str, str] | None) -> registry.Credentials | None:
+    if not auth:
+        return None
+    if not isinstance(auth.get("username"), str) or not isinstance(auth.get("password"), str):
+        raise InvalidRequest("auth: needs username and password strings")
+    return registry.Credentials(auth["username"], auth["password"])
+
+
+def _registry_error(exc: BaseException) -> BaseException:
+    """A registry failure as the API error a client gets (the message is the registry's)."""
+    if isinstance(exc, CorralError):
+        return exc
+    if isinstance(exc, (DistributionError, ImageFormatError)):
+        return InvalidRequest(str(exc))
+    if isinstance(exc, ImageNotFound):
+        return NoSuchImage(str(exc))
+    if isinstance(exc, registry.NotFound):
+        return NoSuchImage(str(exc))
+    if isinstance(exc, registry.Unauthorized):
+        return PermissionDenied(str(exc))
+    if isinstance(exc, (registry.RegistryError, HostError)):
+        return Unavailable(str(exc))
+    return exc
 
 
 def parse_nspid(status: str) -> str:
