@@ -50,7 +50,8 @@ class Registry:
     def _answers(self) -> bool:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2).close()
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as exc:
+            exc.close()
             return True                     # 401 with auth: it answers
         except OSError:
             return False
