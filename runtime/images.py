@@ -370,6 +370,7 @@ class ImageStore:
     def _add_image(self, records: dict[str, ImageRecord], layers: list[tuple[Descriptor, str]], tag: str | None,
                    config: ContainerConfig, comment: str) -> Image:
         diff_ids = [diff_id for _, diff_id in layers]
+        self._unpack(layers)     # first: a bad layer fails before any config or manifest blob is written
         now = format_timestamp(time.time_ns())
         image_config = ImageConfig(
             architecture=goarch(os.uname().machine), os="linux", diff_ids=tuple(diff_ids), config=config,
@@ -393,20 +394,24 @@ class ImageStore:
         Raises:
             LayerError: a layer is not what its diff id says, or cannot be unpacked.
         """
-        chains = chain_ids([diff_id for _, diff_id in layers])
-        size = 0
-        for (layer, diff_id), chain in zip(layers, chains):
-            snapshot = self.snapshot_dir(chain)
-            if not snapshot.is_dir():
-                self.snapshots.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(SnapshotExists):   # another store on this root was quicker
-                    unpack_layer(self.content.blob_path(layer.digest), snapshot, expected_diff_id=diff_id)
-            size += snapshot_size(snapshot)
+        size = sum(snapshot_size(snapshot) for snapshot in self._unpack(layers))
         known = records.get(config_digest)
         records[config_digest] = ImageRecord(config_digest, manifest_digest, known.tags if known else (), size)
         for tag in tags:
             self._move_tag(records, tag, config_digest)
         return self._image(records[config_digest])
+
+    def _unpack(self, layers: list[tuple[Descriptor, str]]) -> list[Path]:
+        """Each layer's snapshot, unpacked unless it exists (checked against its diff id)."""
+        snapshots = []
+        for (layer, diff_id), chain in zip(layers, chain_ids([diff_id for _, diff_id in layers])):
+            snapshot = self.snapshot_dir(chain)
+            if not snapshot.is_dir():
+                self.snapshots.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(SnapshotExists):   # another store on this root was quicker
+                    unpack_layer(self.content.blob_path(layer.digest), snapshot, expected_diff_id=diff_id)
+            snapshots.append(snapshot)
+        return snapshots
 
     @contextlib.contextmanager
     def _dropped_on_failure(self, records: dict[str, ImageRecord], layer_digest: str) -> Iterator[None]:
