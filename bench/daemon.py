@@ -509,6 +509,19 @@ def leaked_container_cgroups(parent: str) -> list[str]:
     return sorted(left)
 
 
+def clean_up(tmp: Path, cgroup_parent: str, problems: list[str]) -> None:
+    """What every bench does last, whatever happened: unmount under ``tmp``, report container
+    cgroups left behind, remove the bench's cgroup parent and ``tmp``."""
+    unmount_under(tmp, problems)
+    for leak in leaked_container_cgroups(cgroup_parent):
+        problems.append(f"container cgroup left behind: {leak}")
+    for left in rt.remove_cgroup_tree(cgroup_parent):
+        problems.append(f"could not remove cgroup {left}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        problems.append(f"could not remove {tmp}")
+
+
 def unmount_under(tmp: Path, problems: list[str]) -> None:
     """Unmount whatever is still mounted below the bench's temp dir (deepest first)."""
     prefix = str(tmp) + "/"
@@ -1120,14 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
             part_a.close(problems)
         for d in reversed(daemons):
             d.stop(problems)
-        unmount_under(tmp, problems)
-        for leak in leaked_container_cgroups(cgroup_parent):
-            problems.append(f"container cgroup left behind: {leak}")
-        for left in rt.remove_cgroup_tree(cgroup_parent):
-            problems.append(f"could not remove cgroup {left}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if tmp.exists():
-            problems.append(f"could not remove {tmp}")
+        clean_up(tmp, cgroup_parent, problems)
     if failed:
         print(f"bench/daemon.py: {failed}", file=sys.stderr)
         for p in problems:

@@ -305,14 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for d in reversed(daemons):
             d.stop(problems)
-        bd.unmount_under(tmp, problems)
-        for leak in bd.leaked_container_cgroups(cgroup_parent):
-            problems.append(f"container cgroup left behind: {leak}")
-        for left in rt.remove_cgroup_tree(cgroup_parent):
-            problems.append(f"could not remove cgroup {left}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if tmp.exists():
-            problems.append(f"could not remove {tmp}")
+        bd.clean_up(tmp, cgroup_parent, problems)
     if failed:
         print(f"bench/logs.py: {failed}", file=sys.stderr)
         for p in problems:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -45,10 +44,9 @@ from daemon import (  # noqa: E402
     CorralDaemon,
     _remove_all,
     _start_many,
-    leaked_container_cgroups,
+    clean_up,
     log,
     rpc,
-    unmount_under,
 )
 
 PER_CONTAINER_TARGET_MS = 1.0
@@ -246,12 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = str(exc)
     finally:
         daemon.stop(problems)
-        unmount_under(tmp, problems)
-        for leak in leaked_container_cgroups(cgroup_parent):
-            problems.append(f"container cgroup left behind: {leak}")
-        for left in rt.remove_cgroup_tree(cgroup_parent):
-            problems.append(f"could not remove cgroup {left}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(tmp, cgroup_parent, problems)
     if failed:
         print(f"bench/metrics.py: {failed}", file=sys.stderr)
         return 1
