@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := busybox-static runc crun user-mode-linux iproute2 util-linux procps prometheus tini skopeo docker-registry apache2-utils
+APT_PACKAGES := busybox-static runc crun user-mode-linux iproute2 util-linux procps prometheus tini skopeo docker-registry apache2-utils umoci openssl
 
 .PHONY: setup run test unit bench clean
 

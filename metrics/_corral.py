@@ -69,12 +69,25 @@ class CorralMetrics:
                                           "daemon's event loop woke a task that slept (sampled every 0.25 s): "
                                           "the longest the loop was held by anything.",
                                           buckets=LOOP_LAG_BUCKETS, registry=registry)
+        self.image_pulls = Counter("corral_image_pulls_total", "Image pulls, by result.", ["result"],
+                                   registry=registry)
+        self.image_pull_bytes = Counter("corral_image_pull_bytes_total", "Blob bytes downloaded by image pulls "
+                                        "(blobs already in the store are not downloaded again).", registry=registry)
+        for result in ("success", "failure"):
+            self.image_pulls.labels(result)         # both series from the start, at 0
         self._restart_labels: dict[str, set[tuple[str, str, str]]] = {}
 
     def container_restarted(self, container_id: str, name: str, cause: str) -> None:
         labels = (container_id, name, restart_reason(cause))
         self._restart_labels.setdefault(container_id, set()).add(labels)
         self.restarts.labels(*labels).inc()
+
+    def image_pulled(self, downloaded_bytes: int) -> None:
+        self.image_pulls.labels("success").inc()
+        self.image_pull_bytes.inc(downloaded_bytes)
+
+    def image_pull_failed(self) -> None:
+        self.image_pulls.labels("failure").inc()
 
     def container_exited(self, exit_code: int) -> None:
         self.exits.labels(str(exit_code)).inc()

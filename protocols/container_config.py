@@ -185,6 +185,12 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
     )
     if host.get("OomScoreAdj"):
         config["process"]["oomScoreAdj"] = int(host["OomScoreAdj"])
+    if create.get("Tty"):
+        if not any(item.startswith("TERM=") for item in env):
+            env.append("TERM=xterm")                     # moby adds it for a terminal
+        size = host.get("ConsoleSize")                   # [height, width], API 1.42
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+            config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     config["root"] = {"path": rootfs, "readonly": bool(host.get("ReadonlyRootfs"))}
     config["hostname"] = hostname
     config["mounts"] = _mounts(host, etc_files, privileged)

@@ -94,7 +94,8 @@ def spawn_exec(init_pidfd: int, process: Process, *, namespaces: list[str] | tup
             the process in before it runs, or None.
         clone_parent: make it a child of our parent (the spawner does: the
             daemon reaps it and reads its exact status through the pidfd).
-        stdio: file descriptors to become its 0, 1 and 2; None keeps ours.
+        stdio: file descriptors to become its 0, 1 and 2; None keeps ours. With
+            ``process.terminal`` they are a pty slave, made its controlling terminal.
 
     Returns:
         The ``Child``, before exec; ``wait_exec()`` tells whether execve worked.
@@ -115,7 +116,7 @@ def spawn_exec(init_pidfd: int, process: Process, *, namespaces: list[str] | tup
     return start_child(
         lambda sync: run_child(sync, lambda: _set_up_exec(init_pidfd, flags, process), process.args),
         flags=0, pid_namespace=init_pidfd, cgroup=cgroup, clone_parent=clone_parent, stdio=stdio,
-        keep_sync=True, what="the exec'd process")
+        keep_sync=True, what="the exec'd process", controlling_terminal=process.terminal and stdio is not None)
 
 
 # --- the child's side: everything below runs in the cloned child ---------------
@@ -143,8 +144,9 @@ def _set_up_exec(init_pidfd: int, flags: int, process: Process) -> tuple[str, di
     path = find_executable(process.args[0], env.get("PATH"))
     if process.no_new_privileges:
         _syscalls.set_no_new_privs()
-    # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve(2).
-    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+    # Python ignores SIGPIPE and SIGXFSZ, the spawner SIGINT; ignored signals survive execve(2)
+    # (^C in a container's terminal would do nothing).
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     return path, env

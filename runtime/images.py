@@ -65,6 +65,7 @@ from protocols.oci_image import (
     chain_ids,
     encode_image_config,
     encode_manifest,
+    familiar_name,
     format_timestamp,
     goarch,
     parse_digest,
@@ -131,6 +132,7 @@ class ImageRecord:
     manifest: str                # the manifest digest
     tags: tuple[str, ...] = ()   # normalised: docker.io/library/busybox:latest
     size: int = 0                # bytes in its snapshots, as `docker images` shows
+    digests: tuple[str, ...] = ()   # name@manifest-digest where a registry has it (pull, push)
 
 
 class JsonImageIndex:
@@ -152,7 +154,8 @@ class JsonImageIndex:
             return {}
         except (OSError, ValueError) as exc:
             raise ImageError(f"cannot read the image index {self.path}: {exc}") from exc
-        return {image_id: ImageRecord(image_id, r["manifest"], tuple(r.get("tags", ())), int(r.get("size", 0)))
+        return {image_id: ImageRecord(image_id, r["manifest"], tuple(r.get("tags", ())), int(r.get("size", 0)),
+                                      tuple(r.get("digests", ())))
                 for image_id, r in doc.get("images", {}).items()}
 
     @contextlib.contextmanager
@@ -172,7 +175,8 @@ class JsonImageIndex:
             os.close(lock)
 
     def _write(self, records: dict[str, ImageRecord]) -> None:
-        doc = {"images": {r.id: {"manifest": r.manifest, "tags": list(r.tags), "size": r.size}
+        doc = {"images": {r.id: {"manifest": r.manifest, "tags": list(r.tags), "size": r.size,
+                                 **({"digests": list(r.digests)} if r.digests else {})}
                           for r in sorted(records.values(), key=lambda r: r.id)}}
         tmp = self.path.with_name(f"{_TMP_PREFIX}{self.path.name}-{uuid.uuid4().hex[:12]}")
         try:
@@ -203,6 +207,7 @@ class Image:
     image_config: ImageConfig
     manifest_digest: str
     layer_dirs: tuple[Path, ...]
+    repo_digests: tuple[str, ...] = ()   # familiar name@sha256:... (docker's RepoDigests)
 
     @property
     def short_id(self) -> str:
@@ -297,6 +302,70 @@ class ImageStore:
         finally:
             tar.unlink(missing_ok=True)
 
+    def commit(self, parent: str | None, layer_dir: Path | None, reference: str | None = None, *,
+               config: ContainerConfig, history: dict | None = None, author: str = "", whiteouts: bool = False,
+               exclude: frozenset[str] = frozenset(), extra: dict | None = None) -> Image:
+        """A new image on top of ``parent``: its layers, plus ``layer_dir`` packed as one more.
+
+        ``docker commit`` passes a container's upper dir with ``whiteouts`` (overlay
+        whiteouts and opaque dirs become the OCI ``.wh.`` forms); ``build`` passes the
+        directory a COPY filled, or None for a step that changes only the config
+        (its history entry says ``empty_layer``, as Docker's).
+
+        Args:
+            parent: the image below (id, tag or prefix); None for ``FROM scratch``.
+            config: the new image's container config (not merged with the parent's).
+            history: the new history entry (``created_by``, ``comment``); ``created`` is added.
+            author: the image config's ``author``.
+            exclude: entry names of ``layer_dir`` left out (``etc/hostname``).
+            extra: more image config fields (``container``).
+
+        Raises:
+            ImageNotFound: no ``parent``. ImageError: a bad reference. LayerError / ContentError.
+        """
+        tag = self._normalise(reference)
+        base = self.get(parent) if parent is not None else None
+        tar = diff_id = None
+        if layer_dir is not None:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            tar, diff_id = pack_directory(Path(layer_dir), out_dir=self.tmp, whiteouts=whiteouts, exclude=exclude)
+        try:
+            with self.index.transaction() as records:
+                layers: list[tuple[Descriptor, str]] = []
+                if base is not None:
+                    if base.id not in records:
+                        raise ImageNotFound(f"no such image: {parent}")
+                    manifest = parse_manifest(self.content.read_blob(base.manifest_digest))
+                    layers = list(zip(manifest.layers, base.diff_ids))
+                now = format_timestamp(time.time_ns())
+                entry = {"created": now, **(history or {})}
+                digest = None
+                if tar is not None:
+                    with open(tar, "rb") as f:
+                        digest = self.content.write_blob(f, expected_digest=diff_id)
+                    layers.append((Descriptor(MEDIA_TYPE_OCI_LAYER, digest, self.content.size(digest)), diff_id))
+                else:
+                    entry["empty_layer"] = True
+                with (self._dropped_on_failure(records, digest) if digest else contextlib.nullcontext()):
+                    image_config = ImageConfig(
+                        architecture=base.image_config.architecture if base else goarch(os.uname().machine),
+                        os="linux", variant=base.image_config.variant if base else "",
+                        diff_ids=tuple(d for _, d in layers), config=config, created=now, author=author,
+                        history=(*(base.image_config.history if base else ()), entry), extra=dict(extra or {}),
+                    )
+                    config_bytes = encode_image_config(image_config)
+                    config_digest = self.content.write_blob(config_bytes)
+                    manifest_bytes = encode_manifest(Manifest(
+                        config=Descriptor(MEDIA_TYPE_OCI_CONFIG, config_digest, len(config_bytes)),
+                        layers=tuple(layer for layer, _ in layers),
+                    ))
+                    manifest_digest = self.content.write_blob(manifest_bytes)
+                    return self.register(records, config_digest, manifest_digest, layers,
+                                         [tag] if tag is not None else [])
+        finally:
+            if tar is not None:
+                tar.unlink(missing_ok=True)
+
     def bootstrap_busybox(self, reference: str = "busybox:latest", *, busybox: Path = BUSYBOX) -> Image:
         """The host's busybox-static as an image: every applet in /bin, Cmd ["sh"] as Docker Hub's busybox.
 
@@ -354,6 +423,54 @@ class ImageStore:
             self._delete_unused(record, records)
             return [*done, ("Deleted", record.id)]
 
+    def add_repo_digest(self, image_id: str, name: str, manifest_digest: str) -> None:
+        """Remember that ``name`` (a normalised repository) serves this image as ``manifest_digest``
+        (after a pull or a push); one digest per repository, the latest."""
+        with self.index.transaction() as records:
+            record = records.get(image_id)
+            if record is None:
+                return
+            kept = tuple(d for d in record.digests if d.partition("@")[0] != name)
+            records[image_id] = replace(record, digests=(*kept, f"{name}@{manifest_digest}"))
+
+    def layer_sizes(self, image: Image) -> list[int]:
+        """Bytes of each of the image's layers as unpacked (``docker history`` SIZE), bottom first."""
+        return [snapshot_size(d) if d.is_dir() else 0 for d in image.layer_dirs]
+
+    def gc(self, *, grace_s: float = 600.0) -> tuple[list[str], list[str]]:
+        """Delete blobs and snapshots no image references: (blob digests, snapshot names) deleted.
+
+        ``grace_s`` spares what was written that recently: a pull or a build writes
+        its blobs before the image that references them is recorded. At daemon
+        start-up nothing is in flight and 0 is right.
+        """
+        now = time.time()
+        with self.index.transaction() as records:
+            blobs: set[str] = set()
+            chains: set[str] = set()
+            for r in records.values():
+                blobs.update((r.id, r.manifest))
+                try:
+                    blobs.update(layer.digest for layer in parse_manifest(self.content.read_blob(r.manifest)).layers)
+                    chains.update(parse_digest(c)[1] for c in
+                                  chain_ids(parse_image_config(self.content.read_blob(r.id)).diff_ids))
+                except (HostError, ImageFormatError):
+                    continue            # a corrupt image keeps what it has; rmi removes it
+            gone_blobs = []
+            for digest in list(self.content.digests()):
+                if digest not in blobs and now - _mtime(self.content.blob_path(digest)) >= grace_s:
+                    if self.content.delete_blob(digest):
+                        gone_blobs.append(digest)
+            gone_snapshots = []
+            if self.snapshots.is_dir():
+                for entry in sorted(self.snapshots.iterdir()):
+                    if entry.name.startswith(_TMP_PREFIX) or entry.name in chains:
+                        continue
+                    if now - _mtime(entry) >= grace_s:
+                        self.delete_snapshot(entry)
+                        gone_snapshots.append(entry.name)
+            return gone_blobs, gone_snapshots
+
     def gc_temp(self) -> None:
         """Remove what interrupted imports left: temp blobs, half snapshots, scratch files.
 
@@ -396,7 +513,8 @@ class ImageStore:
         """
         size = sum(snapshot_size(snapshot) for snapshot in self._unpack(layers))
         known = records.get(config_digest)
-        records[config_digest] = ImageRecord(config_digest, manifest_digest, known.tags if known else (), size)
+        records[config_digest] = ImageRecord(config_digest, manifest_digest, known.tags if known else (), size,
+                                             known.digests if known else ())
         for tag in tags:
             self._move_tag(records, tag, config_digest)
         return self._image(records[config_digest])
@@ -463,6 +581,16 @@ class ImageStore:
     def _resolve(self, records: dict[str, ImageRecord], ref: str) -> ImageRecord:
         if ref in records:
             return records[ref]
+        if "@" in ref:                      # name@sha256:... as a registry served it (pull, push)
+            name, _, digest = ref.partition("@")
+            try:
+                wanted = f"{parse_reference(name).name}@{digest}"
+            except ImageFormatError as exc:
+                raise ImageError(str(exc)) from None
+            for record in records.values():
+                if wanted in record.digests:
+                    return record
+            raise ImageNotFound(f"no such image: {ref}")
         tag = self._tag_of(ref)
         if tag is not None:
             for record in records.values():
@@ -514,7 +642,15 @@ class ImageStore:
             image_config=config,
             manifest_digest=record.manifest,
             layer_dirs=tuple(self.snapshot_dir(c) for c in chains),
+            repo_digests=tuple(f"{familiar_name(d.partition('@')[0])}@{d.partition('@')[2]}" for d in record.digests),
         )
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def snapshot_size(path: Path) -> int:

@@ -572,7 +572,8 @@ class _HashingWriter:
         return self._pos
 
 
-def pack_directory(src: Path, *, out_dir: Path | None = None, whiteouts: bool = False) -> tuple[Path, str]:
+def pack_directory(src: Path, *, out_dir: Path | None = None, whiteouts: bool = False,
+                   exclude: frozenset[str] = frozenset()) -> tuple[Path, str]:
     """Write the tree under ``src`` as an uncompressed layer tar.
 
     The output depends only on the tree: entries sorted by name, mtimes in
@@ -586,6 +587,7 @@ def pack_directory(src: Path, *, out_dir: Path | None = None, whiteouts: bool = 
         whiteouts: ``src`` is an overlay upper dir: a 0/0 character device
             becomes a ``.wh.<name>`` entry and an opaque directory gets a
             ``.wh..wh..opq`` entry, the OCI forms.
+        exclude: entry names (``etc/hostname``) left out, with everything below them.
 
     Returns:
         (path of the tar, which the caller removes; its diff id, which is also its digest)
@@ -603,7 +605,7 @@ def pack_directory(src: Path, *, out_dir: Path | None = None, whiteouts: bool = 
             writer = _HashingWriter(out)
             with tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT,
                               encoding="utf-8", errors="surrogateescape") as tar:
-                _pack_tree(tar, src, "", {}, whiteouts=whiteouts)
+                _pack_tree(tar, src, "", {}, whiteouts=whiteouts, exclude=exclude)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
@@ -616,11 +618,13 @@ def pack_directory(src: Path, *, out_dir: Path | None = None, whiteouts: bool = 
 
 
 def _pack_tree(tar: tarfile.TarFile, directory: Path, prefix: str, inodes: dict[tuple[int, int], str],
-               *, whiteouts: bool) -> None:
+               *, whiteouts: bool, exclude: frozenset[str] = frozenset()) -> None:
     # Byte order, not locale order: the same on every host.
     for name in sorted(os.listdir(directory), key=os.fsencode):
         path = directory / name
         arcname = prefix + name
+        if arcname in exclude:
+            continue
         st = os.lstat(path)
         xattrs = _read_xattrs(path)
         if whiteouts and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
@@ -632,7 +636,7 @@ def _pack_tree(tar: tarfile.TarFile, directory: Path, prefix: str, inodes: dict[
             tar.addfile(_info(arcname, st, tarfile.DIRTYPE, xattrs))
             if whiteouts and xattrs.get(OVERLAY_OPAQUE_XATTR) == "y":
                 tar.addfile(_info(f"{arcname}/{WHITEOUT_OPAQUE}", st, tarfile.REGTYPE, {}))
-            _pack_tree(tar, path, arcname + "/", inodes, whiteouts=whiteouts)
+            _pack_tree(tar, path, arcname + "/", inodes, whiteouts=whiteouts, exclude=exclude)
             continue
         if st.st_nlink > 1:
             first = inodes.setdefault((st.st_dev, st.st_ino), arcname)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from protocols.runtime_spec import Process, Spec
 
-from . import _syscalls, caps, net, rootfs
+from . import _syscalls, caps, net, rootfs, terminal
 from .errors import HostError, SpawnError
 
 NAMESPACE_FLAGS = {
@@ -260,14 +260,16 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
         return start_child(
             lambda sync: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh),
             flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
-            clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init")
+            clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init",
+            controlling_terminal=spec.process.terminal and stdio is not None)
     finally:
         if fifo_fd is not None:
             os.close(fifo_fd)
 
 
 def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgroup, clone_parent: bool,
-                stdio: tuple[int, int, int] | None, keep_sync: bool, what: str) -> Child:
+                stdio: tuple[int, int, int] | None, keep_sync: bool, what: str,
+                controlling_terminal: bool = False) -> Child:
     """Clone a child that runs ``child_main(sync)``, then drive the go/ready handshake.
 
     Shared by the container's init (``spawn_init``) and a process joining a
@@ -280,6 +282,8 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
         pid_namespace: a path or a pidfd whose PID namespace the child is
             cloned into (setns(CLONE_NEWPID) only affects children), or None.
         what: names the child in errors ("the container's init").
+        controlling_terminal: ``stdio[0]`` is a pty slave; the child starts a
+            session with it as controlling terminal (``process.terminal``).
 
     Raises:
         SpawnError: the clone, or the child's set-up, failed.
@@ -298,6 +302,9 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
                         for target, fd in enumerate(stdio):
                             if fd != target:
                                 os.dup2(fd, target)   # dup2 leaves the copy inheritable
+                        if controlling_terminal:
+                            # Before any set-up: job control and ^C in the container need it.
+                            terminal.make_controlling_terminal(0)
                     child_main(child_end)             # never returns
                 finally:
                     os._exit(1)
@@ -470,8 +477,9 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
     path = find_executable(process.args[0], env.get("PATH"))
     if process.no_new_privileges:
         _syscalls.set_no_new_privs()
-    # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve(2).
-    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+    # Python ignores SIGPIPE and SIGXFSZ, the spawner SIGINT; ignored signals survive execve(2)
+    # (^C in a container's terminal would do nothing).
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     return path, env

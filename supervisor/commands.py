@@ -18,9 +18,10 @@ from typing import Any
 import anyio
 
 from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
+from protocols.detach import DetachKeysError
 from protocols.units import human_duration
 
-from . import files_cli, registry_cli, stats_cli
+from . import attach_cli, build_cli, files_cli, images_cli, registry_cli, stats_cli
 from .client import ConnectionLost, RpcError, connect
 from .errors import CorralError
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "run":
             sp.add_argument("-d", "--detach", action="store_true")
             sp.add_argument("--rm", action="store_true", help="remove the container when it exits")
+            attach_cli.add_attach_flags(sp)
+        sp.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (and attach it)")
+        sp.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
         sp.add_argument("--name")
         sp.add_argument("--cidfile")
         sp.add_argument("-e", "--env", action="append", default=[])
@@ -64,7 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--log-opt", action="append", default=[], help="max-size=10m, max-file=3 (json-file)")
         sp.add_argument("image")
         sp.add_argument("command", nargs=argparse.REMAINDER)
-    for verb in ("start", "pause", "unpause", "inspect"):
+    sp = sub.add_parser("start")
+    sp.add_argument("-a", "--attach", action="store_true", help="attach its output (and signals) until it stops")
+    sp.add_argument("-i", "--interactive", action="store_true", help="attach its stdin too")
+    attach_cli.add_attach_flags(sp, sig_proxy=False)
+    sp.add_argument("containers", nargs="+")
+    attach_cli.add_parser(sub)
+    for verb in ("pause", "unpause", "inspect"):
         sub.add_parser(verb).add_argument("containers", nargs="+")
     for verb in ("stop", "restart"):
         sp = sub.add_parser(verb)
@@ -136,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     _rmi_args(isub.add_parser("rm"))
     _tag_args(isub.add_parser("tag"))
     _import_args(isub.add_parser("import"))
+    images_cli.add_parsers(sub, isub)     # history, image history, image prune, system df
     for verb in ("up", "down"):
         sp = sub.add_parser(verb, help=f"{'start' if verb == 'up' else 'remove'} a services file's containers")
         sp.add_argument("-f", "--file", default="compose.yaml")
@@ -148,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
     files_cli.add_parsers(sub)            # cp, diff, export, save, load
+    build_cli.add_parsers(sub)            # build, commit
     registry_cli.add_parsers(sub)         # pull, push, search, login, logout
     stats_cli.add_parser(sub)             # stats
     return p
@@ -166,6 +178,9 @@ def _health_and_init_args(sp: argparse.ArgumentParser) -> None:
 
 def _exec_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    sp.add_argument("-i", "--interactive", action="store_true", help="attach our stdin to it")
+    sp.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
+    attach_cli.add_attach_flags(sp, sig_proxy=False)
     sp.add_argument("-e", "--env", action="append", default=[], help="KEY=value (repeatable)")
     sp.add_argument("--env-file", action="append", default=[])
     sp.add_argument("-u", "--user", help="name|uid[:group|gid]")
@@ -178,6 +193,9 @@ def _exec_args(sp: argparse.ArgumentParser) -> None:
 def _images_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-a", "--all", action="store_true", help="accepted: corral has no intermediate images")
     sp.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+    sp.add_argument("--digests", action="store_true", help="show the registry digests")
+    sp.add_argument("-f", "--filter", action="append", default=[],
+                    help="dangling=true|false, label=KEY[=VALUE], reference=PATTERN")
     sp.add_argument("--no-trunc", action="store_true")
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -207,6 +225,9 @@ def main(argv: list[str]) -> int:
         return anyio.run(_dispatch, args)     # asyncio: the CLI need not import trio
     except (CorralError, InvalidContainerConfig) as exc:      # RpcError is a CorralError
         print(f"corral: {exc}", file=sys.stderr)
+        return 125
+    except DetachKeysError as exc:
+        print(f"corral: invalid --detach-keys: {exc}", file=sys.stderr)
         return 125
     except (OSError, ConnectionLost) as exc:
         print(f"corral: cannot talk to the daemon at {args.host}: {exc}", file=sys.stderr)
@@ -279,6 +300,13 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["Healthcheck"] = healthcheck
     if args.init:
         host["Init"] = True
+    # -i/-t as docker run sets them: stdin closes with ours only when we attach it (run, not -d).
+    attached = args.verb == "run" and not args.detach
+    body.update(Tty=args.tty, OpenStdin=args.interactive, StdinOnce=args.interactive and attached,
+                AttachStdin=args.interactive and attached, AttachStdout=attached, AttachStderr=attached)
+    size = attach_cli.terminal_size() if args.tty else None
+    if size is not None:
+        host["ConsoleSize"] = list(size)
     return body
 
 
@@ -290,16 +318,30 @@ def exec_body(args: argparse.Namespace) -> dict[str, Any]:
     for path in args.env_file:
         with open(path) as f:
             env += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
-    return {"User": args.user or "", "Privileged": args.privileged, "Tty": False, "AttachStdin": False,
+    body = {"User": args.user or "", "Privileged": args.privileged, "Tty": args.tty,
+            "AttachStdin": args.interactive and not args.detach,
             "AttachStdout": not args.detach, "AttachStderr": not args.detach, "Detach": args.detach,
-            "DetachKeys": "", "Env": env or None, "WorkingDir": args.workdir or "", "Cmd": list(args.command)}
+            "DetachKeys": args.detach_keys or "", "Env": env or None, "WorkingDir": args.workdir or "",
+            "Cmd": list(args.command)}
+    size = attach_cli.terminal_size() if args.tty else None
+    if size is not None:
+        body["ConsoleSize"] = list(size)
+    return body
 
 
 async def cmd_exec(client, args) -> int:
     """docker exec: the command's output on ours, its exit status as ours (126/127 when it cannot start)."""
+    keys = attach_cli.detach_keys_of(args)
     created = await client.call("exec.create", id=args.container, body=exec_body(args))
     code = 0
     try:
+        if (args.interactive or args.tty) and not args.detach:
+            detached, code = await attach_cli.attach_exec(client, created["Id"], tty=args.tty,
+                                                          stdin=args.interactive, detach_keys=keys)
+            if detached:
+                attach_cli.say_detached()
+                return 0
+            return code
         async with client.stream("exec.start", id=created["Id"], detach=args.detach) as items:
             async for item in items:
                 if "data" in item:
@@ -340,8 +382,25 @@ async def cmd_run(client, args) -> int:
     remove_after = args.rm and not args.detach
     if remove_after:
         args.rm = False
+    keys = attach_cli.detach_keys_of(args)
     cid = await _create(client, args)
     try:
+        if (args.interactive or args.tty) and not args.detach:
+            # Attached before the start, so nothing it writes first is missed (attach.py rule 2).
+            try:
+                detached = await attach_cli.attach_container(
+                    client, cid, stdin=args.interactive, detach_keys=keys, sig_proxy=args.sig_proxy,
+                    on_attached=lambda: client.call("container.start", id=cid))
+            except RpcError as exc:
+                if exc.code == "NOT_FOUND" or exc.details.get("exit_code") is None:
+                    raise
+                print(f"corral: {exc.message}", file=sys.stderr)
+                return exc.details["exit_code"] if exc.details["exit_code"] in (126, 127) else 125
+            if detached:
+                attach_cli.say_detached()
+                remove_after = False                 # it runs on; docker leaves it to --rm's AutoRemove
+                return 0
+            return int((await client.call("container.wait", id=cid))["StatusCode"])
         try:
             await client.call("container.start", id=cid)
         except RpcError as exc:
@@ -406,7 +465,25 @@ async def _each(client, args, method: str, **params) -> int:
 
 
 async def cmd_start(client, args) -> int:
-    return await _each(client, args, "container.start")
+    """docker start; with -a (one container) attached until it stops, exiting with its status."""
+    if not args.attach and not args.interactive:
+        return await _each(client, args, "container.start")
+    if len(args.containers) != 1:
+        print("corral: you cannot start and attach multiple containers at once", file=sys.stderr)
+        return 1
+    keys = attach_cli.detach_keys_of(args)
+    ref = args.containers[0]
+    if (await client.call("container.inspect", id=ref))["State"]["Running"]:
+        await client.call("container.start", id=ref)        # 304: already running; attach to it as docker does
+        on_attached = None
+    else:
+        async def on_attached() -> None:
+            await client.call("container.start", id=ref)
+    if await attach_cli.attach_container(client, ref, stdin=args.interactive, detach_keys=keys, sig_proxy=True,
+                                         on_attached=on_attached):
+        attach_cli.say_detached()
+        return 0
+    return int((await client.call("container.wait", id=ref))["StatusCode"])
 
 
 async def cmd_stop(client, args) -> int:
@@ -626,7 +703,11 @@ async def cmd_volume(client, args) -> int:
 
 
 async def cmd_images(client, args) -> int:
-    rows = await client.call("image.list")
+    filters: dict[str, list[str]] = {}
+    for f in args.filter:
+        key, _, value = f.partition("=")
+        filters.setdefault(key, []).append(value)
+    rows = await client.call("image.list", all=args.all, filters=filters)
     if args.format == "json":
         for r in rows:
             print(json.dumps(r))
@@ -642,11 +723,13 @@ async def cmd_images(client, args) -> int:
             for _ in r["RepoTags"] or [None]:
                 print(image_id(r))
         return 0
-    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    table = [("REPOSITORY", "TAG", *(("DIGEST",) if args.digests else ()), "IMAGE ID", "CREATED", "SIZE")]
     for r in rows:
+        digests = {d.partition("@")[0]: d.partition("@")[2] for d in r.get("RepoDigests") or []}
         for tag in r["RepoTags"] or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            table.append((repo, t, image_id(r), _ago(time.time() - _epoch(r["Created"])), _size(r["Size"])))
+            digest = (digests.get(repo, "<none>"),) if args.digests else ()
+            table.append((repo, t, *digest, image_id(r), _ago(time.time() - _epoch(r["Created"])), _size(r["Size"])))
     _print_table(table)
     return 0
 
@@ -815,8 +898,10 @@ _VERBS = {
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
     "events": cmd_events, "up": cmd_up, "down": cmd_down, "top": cmd_top, "container": cmd_container,
     "info": cmd_info, "version": cmd_version, "volume": cmd_volume, "rmi": cmd_rmi, "tag": cmd_tag,
-    "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs,
+    "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs, "attach": attach_cli.cmd_attach,
 }
 _VERBS.update(files_cli.VERBS, stats=stats_cli.cmd_stats)
 _VERBS.update(registry_cli.VERBS)
-_IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import}
+_VERBS.update(build_cli.VERBS)
+_IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import, **images_cli.IMAGE_VERBS}
+_VERBS.update(images_cli.VERBS)

@@ -30,7 +30,7 @@ from runtime import _syscalls
 from runtime.caps import held_bounding_set
 from runtime.cgroups import CgroupMode, detect_mode
 
-from . import registry
+from . import attach, registry
 from ._host import open_linux_host
 from .config import KEYS, ConfigError, apply_config, given_dests, read_config
 from .engine import Engine, server_version
@@ -206,8 +206,20 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
                 yield batch
 
     @m.unary("image.list")
-    async def images() -> list:
-        return await trio.to_thread.run_sync(engine.image_list)
+    async def images(all: bool = False, filters: dict | None = None) -> list:
+        return await trio.to_thread.run_sync(partial(engine.image_list, all=all, filters=filters))
+
+    @m.unary("image.history")
+    async def image_history(id: str) -> list:
+        return await engine.image_history(id)
+
+    @m.unary("image.prune")
+    async def image_prune(all: bool = False, filters: dict | None = None) -> dict:
+        return await engine.image_prune(all=all, filters=filters)
+
+    @m.unary("system.df")
+    async def system_df() -> dict:
+        return await engine.system_df()
 
     @m.unary("image.bootstrap")
     async def bootstrap(name: str = "busybox") -> dict:
@@ -261,6 +273,21 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     async def image_inspect(id: str) -> dict:
         return await engine.image_inspect(id)
 
+    # docker commit and build (supervisor/commit.py, supervisor/build.py); build's context is an upload.
+    @m.unary("image.commit")
+    async def image_commit(id: str, reference: str | None = None, author: str = "", message: str = "",
+                           changes: list | None = None, pause: bool = True) -> dict:
+        return await engine.image_commit(id, reference=reference, author=author, message=message, changes=changes,
+                                         pause=pause)
+
+    @m.stream("image.build")
+    async def image_build(transfer: str, dockerfile: str, tags: list | None = None, build_args: dict | None = None,
+                          target: str | None = None, no_cache: bool = False, labels: dict | None = None):
+        async with aclosing(engine.image_build(transfer, dockerfile, tags=tags, build_args=build_args,
+                                               target=target, no_cache=no_cache, labels=labels)) as items:
+            async for item in items:
+                yield item
+
     @m.unary("volume.create")
     async def volume_create(name: str | None = None, driver: str = "local", labels: dict | None = None,
                             driver_opts: dict | None = None) -> dict:
@@ -292,6 +319,29 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     @m.unary("exec.inspect")
     async def exec_inspect(id: str) -> dict:
         return engine.exec_inspect(id)
+
+    # attach and terminals (supervisor/attach.py): output as stream items, input and size as unary calls.
+    @m.stream("container.attach")
+    async def container_attach(id: str, stdout: bool = True, stderr: bool = True):
+        async with aclosing(attach.attach_container(engine, id, stdout=stdout, stderr=stderr)) as items:
+            async for item in items:
+                yield item
+
+    @m.unary("container.stdin")
+    async def container_stdin(id: str, data: bytes = b"", eof: bool = False) -> None:
+        await attach.container_stdin(engine, id, data, eof)
+
+    @m.unary("container.resize")
+    async def container_resize(id: str, h: int, w: int) -> None:
+        attach.container_resize(engine, id, h, w)
+
+    @m.unary("exec.stdin")
+    async def exec_stdin(id: str, data: bytes = b"", eof: bool = False) -> None:
+        await attach.exec_stdin(engine, id, data, eof)
+
+    @m.unary("exec.resize")
+    async def exec_resize(id: str, h: int, w: int) -> None:
+        await attach.exec_resize(engine, id, h, w)
 
     @m.unary("system.info")
     async def info() -> dict:
@@ -330,6 +380,13 @@ def _raise_nofile_limit() -> None:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
 
 
+def _collect_garbage(images) -> None:
+    images.gc_temp()
+    blobs, snapshots = images.gc(grace_s=0)
+    if blobs or snapshots:
+        log.info("image store: removed %d unreferenced blob(s) and %d snapshot(s)", len(blobs), len(snapshots))
+
+
 def _registry_settings(args: argparse.Namespace) -> registry.Settings:
     """--registry-mirror and --insecure-registry, checked (a bad one stops the daemon at start)."""
     insecure = tuple(args.insecure_registry)
@@ -344,6 +401,11 @@ async def serve(args: argparse.Namespace) -> int:
     args.data_root.mkdir(parents=True, exist_ok=True)
     args.exec_root.mkdir(parents=True, exist_ok=True)
     _raise_nofile_limit()
+    # A worker thread (a scrape of a thousand containers, a layer unpack) holds the GIL
+    # for this long before the event loop gets it back, and a request needs it back
+    # several times: CPython's 5 ms made a scrape hold an RPC answer for ~50 ms, 1 ms
+    # keeps it near 15 (bench/metrics.py).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     registry_settings = _registry_settings(args)
     if os.getpid() != 1:
         _syscalls.set_child_subreaper()     # orphans of our containers' helpers land on us
@@ -361,6 +423,8 @@ async def serve(args: argparse.Namespace) -> int:
     bus = EventBus(journal)
     from runtime.images import ImageStore
     images = await trio.to_thread.run_sync(ImageStore, args.data_root)
+    # Nothing is in flight yet: what an interrupted import, pull or prune left goes now.
+    await trio.to_thread.run_sync(_collect_garbage, images)
     mountinfo = Path("/proc/self/mountinfo").read_text()
     mode = detect_mode(mountinfo)
     try:
@@ -411,6 +475,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 LOOP_LAG_SAMPLE_S = 0.25
+SWITCH_INTERVAL_S = 0.001
 
 
 async def _watch_loop_lag(hub: MetricsHub) -> None:
@@ -431,10 +496,18 @@ async def _start_metrics(nursery: trio.Nursery, addr: tuple[str | None, int], hu
         log.error("metrics: cannot listen on %s:%d: %s; /metrics is off", addr[0] or "*", addr[1], exc)
 
 
+REAP_RETRY_S = 1.0
+
+
 async def _signals(engine: Engine, host, reload) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD) as signals:
-        async for signum in signals:
-            if signum == signal.SIGCHLD:
+        while True:
+            # A SIGCHLD can come while reaping must wait (a spawn in flight), and no other
+            # may follow: look again after a while rather than keep a zombie for good.
+            signum = None
+            with trio.move_on_after(REAP_RETRY_S):
+                signum = await signals.__anext__()
+            if signum is None or signum == signal.SIGCHLD:
                 _reap_orphans(engine, host)
             elif signum == signal.SIGHUP:
                 log.info("SIGHUP: reloading the services file")

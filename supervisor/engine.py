@@ -8,14 +8,22 @@ Rules:
 2. The Engine owns the records; each running container's process belongs to
    its task (``task.supervise``), started in the Engine's nursery with a
    cancel scope of its own. Stop = mark "stopped by the user", cancel, wait.
-3. Every change is persisted (``StateStore``) and published (``EventBus``);
-   the event follows the write, so a subscriber never hears of a state that a
-   crash could take back.
+3. Every change is persisted and published in one SQLite transaction: the
+   record's statement (``state.container_put``/``container_delete``) rides
+   with the event through ``EventBus.publish(writes=...)`` (journal.py rule
+   6), so a crash leaves both or neither, and a subscriber never hears of a
+   state that a crash could take back. Every record write goes through the
+   bus's one writer, so records are stored in the order they were made.
 4. Blocking work (mounts, files, SQLite) runs in worker threads; nothing here
    blocks the event loop.
 5. Filters are Docker's: values of one key are OR-ed, keys are AND-ed (except
    ``label``, which moby AND-s too: every label filter must hold). An unknown
    key is the caller's error, never silently ignored.
+6. Crash order (docs/architecture.md, "Crash safety"): create writes the
+   directory, then the record; remove deletes the record, then the
+   directory; ``restore`` deletes directories without a record and kills
+   and removes every container's cgroup and root mount, whatever the
+   record says, so a daemon SIGKILLed at any step comes back consistent.
 
 Volumes are moby's "local" driver: a directory ``<data-root>/volumes/<name>/_data``
 bind-mounted into containers. A ``HostConfig.Binds`` source without a leading
@@ -31,6 +39,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import fnmatch
+import datetime
 import os
 import platform
 import posixpath
@@ -46,6 +56,7 @@ import time
 from collections import Counter
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,6 +67,7 @@ from protocols.distribution import DistributionError
 from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
 from protocols.units import human_duration
 from runtime import image_archive, overlay
+from runtime.build_context import BUILD_CACHE_FILE, BuildCache
 from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
 from runtime.devices import host_devices
 from runtime.errors import HostError
@@ -64,7 +76,9 @@ from runtime.layers import LayerError
 from runtime.spawn import open_pidfd
 
 from . import registry
+from ._crashpoints import crash_point
 from ._host import Host
+from .attach import streams_of
 from .errors import (
     Conflict,
     CorralError,
@@ -84,7 +98,7 @@ from .files import Archive, Files, SpooledDownload
 from .logs import LogQuery, log_config_of, log_path_for, make_query, read_logs
 from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
-from .state import StateStore
+from .state import StateStore, container_delete, container_put, volume_delete, volume_put
 from .task import Supervised, supervise
 
 log = logging.getLogger("corral.engine")
@@ -100,8 +114,12 @@ PS_FILTERS = frozenset({"status", "name", "label", "id", "ancestor", "exited", "
 _PS_FILTERS_NOT_YET = frozenset({"before", "since", "health", "network", "publish", "expose", "is-task", "isolation"})
 PRUNE_FILTERS = frozenset({"label", "label!"})
 VOLUME_FILTERS = frozenset({"name", "label", "dangling", "driver"})
+IMAGE_FILTERS = frozenset({"dangling", "label", "reference"})
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"      # what moby 23+ puts on anonymous volumes
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # moby's RestrictedNamePattern
+# Container events that change the record: it is written in the event's transaction.
+_RECORDED_ACTIONS = frozenset({"create", "start", "die", "restart", "stop", "parked", "oom", "rename"})
+_CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -118,6 +136,7 @@ class Entry:
     paused: bool = False
     mounted: bool = False
     ran: bool = False               # a start was attempted, so a cgroup may exist
+    stopped_by_daemon: bool = False   # running when the daemon shut down: its policy resumes at restore
     # Docker's MountPoint objects (inspect "Mounts"), volume sources resolved.
     mounts: list[dict[str, Any]] = field(default_factory=list)
     scope: trio.CancelScope | None = field(default=None, repr=False)
@@ -264,8 +283,16 @@ class Engine:
         entry = Entry(sup, body, image_ref, image.id, time.time_ns(), cdir, auto_remove=bool(host_config.get("AutoRemove")),
                       mounts=mounts)
         self._containers[cid] = entry
-        await self._save(entry)
-        await self._publish("create", sup, {})
+        # The directory is complete; the record and its event commit together (rule 6).
+        crash_point("create:before-record")
+        try:
+            await self._publish("create", sup, {})
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                self._containers.pop(cid, None)
+                await trio.to_thread.run_sync(_remove_dir, cdir)
+            raise
+        crash_point("create:after-record")
         return {"Id": cid, "Warnings": []}
 
     def _new_name(self, name: str | None) -> str:
@@ -297,6 +324,7 @@ class Engine:
         """Container directory, generated /etc files and the OCI config (worker thread)."""
         for sub in ("upper", "work", "rootfs"):
             (cdir / sub).mkdir(parents=True, exist_ok=True)
+        crash_point("create:mid-dir")
         hostname = body.get("Hostname") or cid[:12]
         _write(cdir / "hostname", hostname + "\n")
         _write(cdir / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -332,6 +360,13 @@ class Engine:
             return False
         e.sup.stopped_by_user = False
         e.sup.parked_reason = ""
+        e.sup.restart_count = 0           # a user's start gives the policy its full count again (moby)
+        return await self._start(e)
+
+    async def _start(self, e: Entry) -> bool:
+        """Start ``e``'s task; ``restore`` calls this directly to resume a policy with its count."""
+        e.stopped_by_daemon = False
+        streams_of(e.sup).configure(e.body, e.sup.config)      # -i/-t: stdin and terminal (attach.py)
         if self.metrics is not None:
             self.metrics.starting(e.sup.id)
         try:
@@ -443,8 +478,7 @@ class Engine:
         e = self._get(ref)
         old = e.sup.name
         e.sup.name = self._new_name(new_name)
-        await self._save(e)
-        await self._publish("rename", e.sup, {"oldName": "/" + old})
+        await self._publish("rename", e.sup, {"oldName": "/" + old})      # with the record (rule 3)
 
     async def container_remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         """docker rm. ``volumes`` (-v) also removes the container's anonymous volumes that no
@@ -468,9 +502,12 @@ class Engine:
             # Only a container that was ever started got a cgroup; killing a missing
             # one fails (the v1 freezer write), so a never-started one skips this.
             await self.host.remove_cgroup(e.sup.cgroup)
-        await trio.to_thread.run_sync(lambda: (self.store.delete_container(e.sup.id),
-                                               shutil.rmtree(e.dir, ignore_errors=True)))
-        await self._publish("destroy", e.sup, {})
+        # The record goes with its destroy event, then the directory (rule 6): a
+        # crash in between leaves a directory without a record, which restore deletes.
+        crash_point("remove:before-record")
+        await self._publish("destroy", e.sup, {}, entry=e)
+        crash_point("remove:after-record")
+        await trio.to_thread.run_sync(_remove_dir, e.dir)
         if volumes:
             for m in e.mounts:
                 name = m.get("Name")
@@ -720,9 +757,115 @@ class Engine:
 
     # --- images --------------------------------------------------------------------------
 
-    def image_list(self) -> list[dict[str, Any]]:
-        """docker images (worker thread)."""
-        return [_image_summary(i) for i in self.images.list()]
+    def image_list(self, *, all: bool = False, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """docker images (GET /images/json; worker thread).
+
+        Args:
+            filters: ``dangling`` (true: untagged only; false: tagged only), ``label``
+                (key or key=value on the image config's labels, all must hold),
+                ``reference`` (a glob on ``repo`` or ``repo:tag``, familiar names).
+            all: docker's ``-a``: also the intermediate images ``build`` keeps for its
+                cache (untagged images its cache names), hidden otherwise as Docker hides
+                images that have children.
+
+        Raises:
+            InvalidRequest: an unknown filter key or a bad dangling value.
+        """
+        flt = normalize_filters(filters, IMAGE_FILTERS)
+        dangling = None
+        for value in flt.get("dangling", []):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise InvalidRequest(f"invalid filter 'dangling={value}'")
+            dangling = value.lower() in ("true", "1")
+        used = self._image_users()
+        intermediate = set(BuildCache(self.data_root / BUILD_CACHE_FILE).load().values())
+        out = []
+        for image in self.images.list():
+            if not image.repo_tags and image.id in intermediate and (not all or dangling):
+                continue
+            if dangling is not None and dangling != (not image.repo_tags):
+                continue
+            if not labels_match(dict(image.config.labels), flt.get("label", [])):
+                continue
+            if flt.get("reference") and not any(_reference_matches(pattern, tag) for pattern in flt["reference"]
+                                                for tag in image.repo_tags):
+                continue
+            out.append({**_image_summary(image), "Containers": used.get(image.id, 0)})
+        return out
+
+    def _image_users(self) -> Counter[str]:
+        return Counter(e.image_id for e in self._containers.values())
+
+    async def image_history(self, ref: str) -> list[dict[str, Any]]:
+        """docker history (GET /images/{name}/history): newest first; the top entry carries the image id,
+        the others ``<missing>`` (their ids are not images here, as on a pulled image in Docker)."""
+        image = await trio.to_thread.run_sync(self._find_image, ref)
+        sizes = await trio.to_thread.run_sync(self.images.layer_sizes, image)
+        layers = iter(sizes)
+        rows = []
+        for entry in image.image_config.history:
+            empty = bool(entry.get("empty_layer"))
+            rows.append({"Id": "<missing>", "Created": _epoch_s(entry.get("created")),
+                         "CreatedBy": str(entry.get("created_by", "")), "Tags": None,
+                         "Size": 0 if empty else next(layers, 0), "Comment": str(entry.get("comment", ""))})
+        rows.reverse()
+        if rows:
+            rows[0].update(Id=image.id, Tags=list(image.repo_tags) or None)
+        return rows
+
+    async def image_prune(self, *, all: bool = False, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """docker image prune (POST /images/prune): untagged images no container uses (``all``: every
+        image no container uses), then the blobs and snapshots nothing references.
+
+        Returns:
+            ``{"ImagesDeleted": [{"Untagged": ...} | {"Deleted": ...}], "SpaceReclaimed": bytes}``.
+        """
+        flt = normalize_filters(filters, PRUNE_FILTERS)
+        deleted: list[dict[str, str]] = []
+        reclaimed = 0
+        used = self._image_users()
+        for image in await trio.to_thread.run_sync(self.images.list):
+            if used.get(image.id) or self._images_pending.get(image.id) or (image.repo_tags and not all):
+                continue
+            if not labels_match(dict(image.config.labels), flt.get("label", [])):
+                continue
+            if flt.get("label!") and any(labels_match(dict(image.config.labels), [w]) for w in flt["label!"]):
+                continue
+            try:
+                records = await trio.to_thread.run_sync(self._remove_image, image.id, True)
+            except (ImageNotFound, ImageError):
+                continue            # gone meanwhile
+            reclaimed += image.size
+            for action, name in records:
+                deleted.append({action: name})
+                await self.bus.publish("image", "untag" if action == "Untagged" else "delete", image.id,
+                                       {"name": name})
+        await trio.to_thread.run_sync(lambda: self.images.gc())
+        await self.bus.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    async def system_df(self) -> dict[str, Any]:
+        """docker system df (GET /system/df): images, containers, volumes and what each takes."""
+        used = self._image_users()
+        images = await trio.to_thread.run_sync(self.images.list)
+
+        def container_sizes() -> dict[str, int]:
+            return {e.sup.id: _disk_usage(e.dir / "upper") for e in list(self._containers.values())}
+
+        def volume_sizes() -> dict[str, int]:
+            return {name: _disk_usage(self._volume_dir(name) / "_data") for name in list(self._volumes)}
+
+        sizes = await trio.to_thread.run_sync(container_sizes)
+        vsizes = await trio.to_thread.run_sync(volume_sizes)
+        return {
+            "LayersSize": sum(i.size for i in images),
+            "Images": [{**_image_summary(i), "Containers": used.get(i.id, 0), "SharedSize": -1} for i in images],
+            "Containers": [{**self._summary(e), "SizeRw": sizes.get(e.sup.id, 0)}
+                           for e in list(self._containers.values()) if e.sup.id in sizes],
+            "Volumes": [{**dict(v), "UsageData": {"Size": vsizes.get(name, 0), "RefCount": len(self._volume_users(name))}}
+                        for name, v in sorted(self._volumes.items())],
+            "BuildCache": [],
+        }
 
     async def image_bootstrap(self, name: str = "busybox") -> dict[str, Any]:
         """``corral image bootstrap busybox``: an image from the host's busybox-static."""
@@ -785,6 +928,22 @@ class Engine:
             await self.bus.publish("image", "tag", image.id, {"name": tag})
         await self.bus.publish("image", "import", image.id, {"name": tag or image.id})
         return _image_summary(image)
+
+    async def image_commit(self, ref: str, *, reference: str | None = None, author: str = "", message: str = "",
+                           changes: list[str] | None = None, pause: bool = True) -> dict[str, Any]:
+        """docker commit (POST /commit): the container's upper dir as a new layer on its image,
+        ``{"Id": ...}`` (supervisor/commit.py)."""
+        from .commit import commit_container
+        return await commit_container(self, ref, reference=reference, author=author, message=message,
+                                      changes=changes, pause=pause)
+
+    async def image_build(self, transfer: str, dockerfile: str, **options: Any):
+        """docker build: the context tar (an upload) built by ``dockerfile``'s text; yields
+        progress items (supervisor/build.py)."""
+        from .build import build_image
+        async with aclosing(build_image(self, transfer, dockerfile, **options)) as items:
+            async for item in items:
+                yield item
 
     async def image_save(self, refs: list[str], *, fmt: str = "docker") -> str:
         """docker save (GET /images/get): the images as one tar; a transfer token to read it from.
@@ -862,7 +1021,10 @@ class Engine:
         async for message in self._registry_call(box, registry.pull, self.images, name, self.registry_settings,
                                                  credentials=_credentials(auth)):
             yield message
-        await self.bus.publish("image", "pull", box["value"].id, {"name": name})
+        pulled = box["value"]
+        if self.metrics is not None:
+            self.metrics.corral.image_pulled(pulled.bytes)
+        await self.bus.publish("image", "pull", pulled.image.id, {"name": name})
 
     async def image_push(self, name: str, *, auth: dict[str, str] | None = None):
         """docker push (POST /images/{name}/push): progress messages; the last names the digest.
@@ -919,6 +1081,8 @@ class Engine:
             async for message in receive:
                 yield message
         if "error" in box:
+            if fn is registry.pull and self.metrics is not None:
+                self.metrics.corral.image_pull_failed()
             raise _registry_error(box["error"])
 
     async def image_tag(self, source: str, reference: str) -> None:
@@ -1081,16 +1245,14 @@ class Engine:
                   "Mountpoint": str(mountpoint), "Name": name, "Options": {}, "Scope": "local"}
         # Claimed before the first await: a concurrent create of the same name finds it.
         self._volumes[name] = volume
-
-        def make() -> None:
-            mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
-            self.store.put_volume(name, volume)
         try:
-            await trio.to_thread.run_sync(make)
+            # The directory, then the record with its event (rule 3): a crash in
+            # between leaves an empty directory, never a volume without one.
+            await trio.to_thread.run_sync(partial(mountpoint.mkdir, mode=0o755, parents=True, exist_ok=True))
+            await self.bus.publish("volume", "create", name, {"driver": "local"}, writes=[volume_put(name, volume)])
         except BaseException:
             self._volumes.pop(name, None)
             raise
-        await self.bus.publish("volume", "create", name, {"driver": "local"})
         return volume
 
     def volume_list(self, filters: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1148,9 +1310,10 @@ class Engine:
         if self._volumes.pop(name, None) is None:
             return
         vdir = self._volume_dir(name)
-        # The record goes first: a crash half way leaves a stray directory, never a volume without one.
-        await trio.to_thread.run_sync(lambda: (self.store.delete_volume(name), shutil.rmtree(vdir, ignore_errors=True)))
-        await self.bus.publish("volume", "destroy", name, {"driver": "local"})
+        # The record goes first, with its event: a crash half way leaves a stray directory, never a
+        # volume without one.
+        await self.bus.publish("volume", "destroy", name, {"driver": "local"}, writes=[volume_delete(name)])
+        await trio.to_thread.run_sync(partial(shutil.rmtree, vdir, ignore_errors=True))
 
     async def _publish_volume_mounts(self, e: Entry, action: str) -> None:
         for m in e.mounts:
@@ -1193,13 +1356,22 @@ class Engine:
 
     # --- persistence, events, daemon life -----------------------------------------------
 
-    async def _publish(self, action: str, sup: Supervised, attributes: dict[str, str]) -> None:
-        e = self._containers.get(sup.id)
-        if e is not None and action in ("start", "die", "restart", "stop", "parked", "oom"):
-            await self._save(e)
+    async def _publish(self, action: str, sup: Supervised, attributes: dict[str, str], *,
+                       entry: Entry | None = None) -> None:
+        """Journal a container event, with the record it changes in the same transaction (rule 3).
+
+        ``entry``: the container when it is no longer in ``_containers`` (destroy).
+        """
+        e = entry or self._containers.get(sup.id)
+        if action == "destroy":
+            writes = [container_delete(sup.id)]
+        elif e is not None and action in _RECORDED_ACTIONS and self._containers.get(sup.id) is e:
+            writes = [container_put(_record(e))]
+        else:
+            writes = []
         labels = {k: str(v) for k, v in ((e.body.get("Labels") or {}) if e else {}).items()}
         attrs = {**labels, "name": sup.name, "image": e.image if e else "", **attributes}
-        await self.bus.publish("container", action, sup.id, attrs)
+        await self.bus.publish("container", action, sup.id, attrs, writes=writes)
         if action in ("start", "die", "destroy"):
             self.health.container_event(action, sup.id, e)
         if self.metrics is not None:
@@ -1211,33 +1383,94 @@ class Engine:
         return Counter(e.status for e in list(self._containers.values()))
 
     async def _save(self, e: Entry) -> None:
-        record = _record(e)
-        await trio.to_thread.run_sync(self.store.put_container, record)
+        """Store the record of a change that has no event of its own.
+
+        Through the bus's one writer, so it is ordered with the records that
+        ride with events; a removed container is never written back.
+        """
+        if self._containers.get(e.sup.id) is e:
+            await self.bus.publish_many([], writes=[container_put(_record(e))])
 
     async def restore(self) -> None:
-        """Load records after a (re)start. A container that was running when the daemon died
-        is killed (it cannot be re-adopted yet), recorded as exited, then its policy decides."""
+        """Load the records after a (re)start and make the host agree with them.
+
+        The daemon may have died at any step (rule 6; docs/architecture.md,
+        "Crash safety"). Nothing of a container runs now, whatever its record
+        says: an init spawned before its ``start`` was journaled has no pid in
+        the record, but it is in the container's cgroup, so every container's
+        cgroup is killed and removed and its root unmounted. Then, by record:
+
+        - running or paused with a pid: the daemon died while it ran. Its init
+          is killed (pidfd, start-time check) and its exit status is unknown.
+        - running with pid 0: it exited and ``die`` was journaled; the
+          policy's answer was not.
+        - restarting: ``restart`` was journaled (and counted); it is made now.
+        - exited, stopped by the daemon's shutdown: the policy resumes.
+
+        A restart decided here for a container the crash cut short is counted
+        and journaled (``restart``, cause ``daemon restart``), so on-failure:N
+        never runs more than N restarts in all. A ``--rm`` container whose run
+        the crash cut short is removed (moby's restore does the same). A
+        directory under ``containers/`` without a record (a create or a remove
+        cut short) is deleted.
+        """
         volumes = await trio.to_thread.run_sync(self.store.volumes)
         self._volumes = {v["Name"]: v for v in volumes}
         records = await trio.to_thread.run_sync(self.store.containers)
-        to_start = []
+        to_start: list[tuple[Entry, bool]] = []       # (container, count it as a restart)
+        to_remove: list[Entry] = []
         for r in records:
             e = _entry_from_record(r)
             self._containers[e.sup.id] = e
-            if r.get("status") in ("running", "restarting", "paused"):
-                await trio.to_thread.run_sync(_kill_leftover, r)
-                await trio.to_thread.run_sync(_unmount_quietly, e.dir / "rootfs")
-                e.sup.status, e.sup.pid = "exited", 0
+            await trio.to_thread.run_sync(_kill_leftover, r)
+            await self._clean_up_after_crash(e)
+            status, policy, by_user = r.get("status"), e.sup.policy, e.sup.stopped_by_user
+            if e.auto_remove and status in ("running", "paused", "restarting"):
+                to_remove.append(e)
+                continue
+            if status in ("running", "paused") and r.get("pid"):
                 e.sup.error = "the daemon stopped while the container ran; its exit status is unknown"
-                await self._save(e)
-                if restart_on_daemon_start(e.sup.policy, stopped_by_user=e.sup.stopped_by_user,
-                                           was_running=True, exit_code=None):
-                    to_start.append(e)
-        for e in to_start:
+                go = restart_on_daemon_start(policy, stopped_by_user=by_user, was_running=True, exit_code=None,
+                                             restart_count=e.sup.restart_count)
+                count = True
+            elif status in ("running", "paused"):
+                go = restart_on_daemon_start(policy, stopped_by_user=by_user, was_running=False,
+                                             exit_code=e.sup.exit_code, restart_count=e.sup.restart_count)
+                count = True
+            elif status == "restarting":
+                go, count = not by_user, False
+            elif e.stopped_by_daemon:
+                # The shutdown stopped a healthy run: resumed, not a retry.
+                go = restart_on_daemon_start(policy, stopped_by_user=by_user, was_running=True,
+                                             exit_code=e.sup.exit_code)
+                count = False
+            else:
+                continue
+            e.sup.status, e.sup.pid = "exited", 0
+            await self._save(e)
+            if go and not e.sup.parked_reason:
+                to_start.append((e, count))
+        for e in to_remove:
+            await self._remove(e, volumes=True)           # --rm takes anonymous volumes too (moby)
+        await trio.to_thread.run_sync(_remove_orphan_dirs, self.data_root / "containers", set(self._containers))
+        for e, count in to_start:
             try:
-                await self.container_start(e.sup.id)
+                if count:
+                    e.sup.status = "restarting"
+                    e.sup.restart_count += 1
+                    await self._publish("restart", e.sup, {"restartCount": str(e.sup.restart_count),
+                                                           "cause": "daemon restart", "delay": "0.000"})
+                await self._start(e)
             except CorralError:
                 pass               # recorded on the container; the daemon goes on
+
+    async def _clean_up_after_crash(self, e: Entry) -> None:
+        """No process, cgroup or root mount of ``e`` is left from a daemon that died."""
+        try:
+            await self.host.remove_cgroup(e.sup.cgroup)
+        except HostError as exc:      # logged; the next start makes the cgroup afresh or fails visibly
+            log.warning("container %s: %s", e.sup.id[:12], exc)
+        await trio.to_thread.run_sync(_unmount_quietly, e.dir / "rootfs")
 
     async def shutdown(self) -> None:
         """Stop every container (stop signal, grace, SIGKILL) in parallel."""
@@ -1248,6 +1481,7 @@ class Engine:
 
     async def _stop_for_shutdown(self, e: Entry) -> None:
         # Not the user's doing: the policy still applies when the daemon comes back.
+        e.stopped_by_daemon = True
         if e.paused:
             await self.host.freeze(e.sup.cgroup, False)
         e.scope.cancel()
@@ -1546,7 +1780,26 @@ def _image_defaults(c) -> dict[str, Any]:
 
 
 def _image_summary(image) -> dict[str, Any]:
-    return {"Id": image.id, "RepoTags": list(image.repo_tags), "Created": image.created, "Size": image.size}
+    return {"Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": list(image.repo_digests),
+            "Created": image.created, "Size": image.size, "Labels": dict(image.config.labels) or None}
+
+
+def _reference_matches(pattern: str, tag: str) -> bool:
+    """moby's reference filter: a path glob on ``repo:tag``, or on ``repo`` alone when the pattern has no tag."""
+    repo = tag.rpartition(":")[0]
+    return fnmatch.fnmatchcase(tag, pattern) or (":" not in pattern.rpartition("/")[2]
+                                                 and fnmatch.fnmatchcase(repo, pattern))
+
+
+def _epoch_s(created: Any) -> int:
+    """An RFC 3339 ``created`` as Unix seconds (0 when absent or unreadable)."""
+    if not isinstance(created, str):
+        return 0
+    try:
+        return int(datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", created.replace("Z", "+00:00")))
+                   .timestamp())
+    except ValueError:
+        return 0
 
 
 def image_inspect_document(image) -> dict[str, Any]:
@@ -1566,11 +1819,15 @@ def image_inspect_document(image) -> dict[str, Any]:
     }
     if c.stop_signal:
         config["StopSignal"] = c.stop_signal            # omitempty in moby
+    for key in ("Healthcheck", "OnBuild", "Shell"):     # kept raw in extra (build writes them)
+        if c.extra.get(key) is not None:
+            config[key] = c.extra[key]
     ic = image.image_config
     history = ic.history[-1] if ic.history else {}
     doc = {
-        "Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": [], "Parent": "",
+        "Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": list(image.repo_digests), "Parent": "",
         "Comment": history.get("comment", ""), "Created": image.created or "", "DockerVersion": "",
+        "Container": ic.extra.get("container", ""),
         "Author": ic.author, "Config": config, "Architecture": ic.architecture, "Os": ic.os,
         "Size": image.size,
         # overlay2's names; lower dirs topmost first, as overlayfs takes them.
@@ -1695,13 +1952,14 @@ def _record(e: Entry) -> dict[str, Any]:
     return {
         "id": s.id, "name": s.name, "config": s.config, "bundle": s.bundle, "cgroup": s.cgroup,
         "policy": str(s.policy), "stop_signal": s.stop_signal, "stop_timeout_s": s.stop_timeout_s,
-        "log_path": s.log_path, "status": e.status, "pid": s.pid,
+        "log_path": s.log_path, "status": _record_status(e), "pid": s.pid,
         "start_time": _start_time(s.pid) if s.pid else 0,
         "exit_code": s.exit_code, "oom_killed": s.oom_killed, "restart_count": s.restart_count,
         "started_at_ns": s.started_at_ns, "finished_at_ns": s.finished_at_ns,
         "stopped_by_user": s.stopped_by_user, "parked_reason": s.parked_reason, "error": s.error,
         "body": e.body, "image": e.image, "image_id": e.image_id, "created_ns": e.created_ns,
         "dir": str(e.dir), "auto_remove": e.auto_remove, "mounts": e.mounts, "ran": e.ran,
+        "stopped_by_daemon": e.stopped_by_daemon,
         "resources": s.config["linux"].get("resources", {}),
     }
 
@@ -1720,7 +1978,16 @@ def _entry_from_record(r: dict[str, Any]) -> Entry:
         parked_reason=r["parked_reason"], error=r["error"],
     )
     return Entry(sup, r["body"], r["image"], r["image_id"], r["created_ns"], Path(r["dir"]),
-                 auto_remove=r["auto_remove"], mounts=r.get("mounts") or [], ran=r.get("ran", True))
+                 auto_remove=r["auto_remove"], mounts=r.get("mounts") or [], ran=r.get("ran", True),
+                 stopped_by_daemon=r.get("stopped_by_daemon", False))
+
+
+def _record_status(e: Entry) -> str:
+    """The status a record stores: the task's own (``Entry.status`` says "running" until
+    ``done`` is set, which comes after the last write of a run)."""
+    if e.sup.status == "running" and e.paused:
+        return "paused"
+    return e.sup.status
 
 
 def _start_time(pid: int) -> int:
@@ -1745,9 +2012,27 @@ def _kill_leftover(r: dict[str, Any]) -> None:
 
 def _unmount_quietly(target: Path) -> None:
     try:
-        overlay.unmount(target)
+        overlay.unmount(target, detach=True)
     except Exception:     # noqa: BLE001 - not mounted is the common case
         pass
+
+
+def _remove_dir(cdir: Path) -> None:
+    """A container's directory, its root unmounted first so the delete never walks an overlay."""
+    _unmount_quietly(cdir / "rootfs")
+    shutil.rmtree(cdir, ignore_errors=True)
+
+
+def _remove_orphan_dirs(containers: Path, known: set[str]) -> None:
+    """Delete ``containers/<id>`` dirs with no record: a create or remove the daemon died in (worker thread)."""
+    try:
+        names = os.listdir(containers)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name not in known and _CONTAINER_ID.match(name):
+            log.info("container %s: deleting its directory, which has no record", name[:12])
+            _remove_dir(containers / name)
 
 
 def _top_file(layers: list[Path], rel: str) -> str:

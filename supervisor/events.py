@@ -43,7 +43,7 @@ import trio
 from protocols.events import Event, EventFilter
 
 from .errors import CorralError
-from .journal import EventDraft, Journal
+from .journal import EventDraft, Journal, Write
 
 DEFAULT_QUEUE_SIZE = 256
 DEFAULT_PAGE_SIZE = 1000
@@ -89,8 +89,11 @@ class EventBus:
         return len(self._subscriptions)
 
     async def publish(self, type: str, action: str, id: str,
-                      attributes: Mapping[str, str] | None = None) -> Event:
+                      attributes: Mapping[str, str] | None = None, *, writes: Iterable[Write] = ()) -> Event:
         """Journal one event, then hand it to every live subscriber.
+
+        Args:
+            writes: state rows committed in the event's transaction (journal.py rule 6).
 
         Returns:
             The event with its seq; it is committed to the journal.
@@ -99,17 +102,19 @@ class EventBus:
             trio.ClosedResourceError: the bus was closed.
             TypeError: an attribute is not a string (nothing is stored).
         """
-        (event,) = await self.publish_many([(type, action, id, attributes or {})])
+        (event,) = await self.publish_many([(type, action, id, attributes or {})], writes=writes)
         return event
 
-    async def publish_many(self, drafts: Iterable[EventDraft]) -> list[Event]:
+    async def publish_many(self, drafts: Iterable[EventDraft], *, writes: Iterable[Write] = ()) -> list[Event]:
         """Journal several events in one transaction, then fan them out in order.
 
         Events that belong together (a ``kill`` and its ``die``) commit
         together, and a burst costs one disk flush instead of one per event.
 
         Args:
-            drafts: as ``Journal.append_many``.
+            drafts: as ``Journal.append_many``; empty with ``writes`` alone is a
+                state change with no event, still in the one writer's order.
+            writes: as ``Journal.append_many``: state rows in the same transaction.
 
         Returns:
             The events, with consecutive seqs.
@@ -119,12 +124,12 @@ class EventBus:
         """
         if self._closed:
             raise trio.ClosedResourceError("event bus is closed")
-        drafts = list(drafts)
+        append = functools.partial(self._journal.append_many, list(drafts), writes=list(writes))
         async with self._order:
             # Not abandoned on cancel (the default): a commit that happened is
             # always fanned out below; the cancel lands at the caller's next
             # checkpoint.
-            events = await trio.to_thread.run_sync(self._journal.append_many, drafts, limiter=self._writer)
+            events = await trio.to_thread.run_sync(append, limiter=self._writer)
             # No checkpoint from here to the end of the loop, so the set of
             # subscribers cannot change under us.
             for subscription in self._subscriptions:

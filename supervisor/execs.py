@@ -25,6 +25,7 @@ nobody reads, or kill it, which Docker does not do.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -40,6 +41,7 @@ from protocols.container_config import InvalidContainerConfig, resolve_user
 from runtime.errors import SpawnError
 from runtime.spawn import Child
 
+from .attach import ProcessInput, exec_stdio
 from .errors import Conflict, InvalidRequest, NoSuchExec, StartFailed
 
 if TYPE_CHECKING:
@@ -66,6 +68,13 @@ class ExecInstance:
     exit_code: int | None = None
     pid: int = 0
     done: trio.Event = field(default_factory=trio.Event, repr=False)
+    # -i/-t (attach.py): the daemon's end of its stdin/pty, set once spawned (or failed).
+    input: ProcessInput | None = field(default=None, repr=False)
+    spawned: trio.Event = field(default_factory=trio.Event, repr=False)
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.process.get("terminal"))
 
     @property
     def command(self) -> str:
@@ -77,9 +86,9 @@ class ExecInstance:
         args = self.process["args"]
         return {
             "ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "Pid": self.pid,
-            "ProcessConfig": {"tty": False, "entrypoint": args[0], "arguments": args[1:],
+            "ProcessConfig": {"tty": self.tty, "entrypoint": args[0], "arguments": args[1:],
                               "privileged": bool(self.body.get("Privileged")), "user": self.body.get("User") or ""},
-            "OpenStdin": False, "OpenStdout": bool(self.body.get("AttachStdout", True)),
+            "OpenStdin": bool(self.body.get("AttachStdin")), "OpenStdout": bool(self.body.get("AttachStdout", True)),
             "OpenStderr": bool(self.body.get("AttachStderr", True)), "CanRemove": False,
             "ContainerID": self.container_id, "DetachKeys": "",
         }
@@ -118,8 +127,14 @@ def exec_process(config: dict[str, Any], body: dict[str, Any], *, passwd: str = 
     caps = base.get("capabilities")
     if body.get("Privileged"):
         caps = {k: list(privileged_caps) for k in ("bounding", "effective", "permitted")}
-    process: dict[str, Any] = {"terminal": False, "args": list(cmd), "env": env, "cwd": cwd, "user": user,
+    tty = bool(body.get("Tty"))
+    if tty and not any(item.startswith("TERM=") for item in env):
+        env.append("TERM=xterm")                        # moby's exec does the same
+    process: dict[str, Any] = {"terminal": tty, "args": list(cmd), "env": env, "cwd": cwd, "user": user,
                                "noNewPrivileges": bool(base.get("noNewPrivileges", False))}
+    size = body.get("ConsoleSize")
+    if tty and isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        process["consoleSize"] = {"height": size[0], "width": size[1]}
     if caps is not None:
         process["capabilities"] = caps
     return process
@@ -191,8 +206,6 @@ class Execs:
         """
         if not isinstance(body, dict):
             raise InvalidRequest("exec body must be an object")
-        if body.get("Tty") or body.get("AttachStdin"):
-            raise InvalidRequest("exec with a terminal or stdin (-i/-t) is not supported yet")
         e = self._running_entry(ref)
         x = await self._instance(e, body)
         self._execs[x.id] = x
@@ -273,34 +286,43 @@ class Execs:
                   task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run the exec's process to its end: spawn, ``exec_start``, output, exit, ``exec_die``."""
         child = await self._spawn(x, e, sink)
+        reaped = False
         try:
             with trio.CancelScope(shield=True):
                 try:
                     await self.engine.host.wait_exec(child)
                 except SpawnError as exc:
+                    reaped = True               # wait_exec reaped it (runtime.spawn.Child)
                     x.exit_code = exc.exit_code
                     raise StartFailed(str(exc), exit_code=exc.exit_code) from None
             x.running, x.pid = True, child.pid
             await self.engine._publish(f"exec_start: {x.command}", e.sup, {"execID": x.id})
             task_status.started()
-            try:
-                async with trio.open_nursery() as nursery:
-                    for fd, number in self._pipes.pop(x.id, ()):
-                        nursery.start_soon(_pump, fd, number, sink)
-                    status = await self.engine.host.wait_exit(child)
-                    nursery.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT_S
-            except BaseException:
+            async with trio.open_nursery() as nursery:
+                for fd, number in self._pipes.pop(x.id, ()):
+                    nursery.start_soon(_pump, fd, number, sink)
+                status = await self.engine.host.wait_exit(child)
+                reaped = True
+                nursery.cancel_scope.deadline = trio.current_time() + DRAIN_AFTER_EXIT_S
+            await self._died(x, e, status.exit_code)
+        except BaseException:
+            # Whatever ended us (a probe's timeout, a client gone, a cancelled publish):
+            # the process is killed and reaped here. It is our child (CLONE_PARENT) and a
+            # zombie left in the container's PID namespace keeps its init from ever
+            # finishing its exit, so the container could never be stopped.
+            if not reaped:
                 with trio.CancelScope(shield=True):
                     child.send_signal(signal.SIGKILL)
                     status = await self.engine.host.wait_exit(child)
                     await self._died(x, e, status.exit_code)
-                raise
-            await self._died(x, e, status.exit_code)
+            raise
         finally:
             for fd, _ in self._pipes.pop(x.id, ()):
                 os.close(fd)
             self._children.pop(x.id, None)
             child.close()
+            if x.input is not None:
+                x.input.close()
             x.running = False
             x.done.set()
 
@@ -311,17 +333,17 @@ class Execs:
             await self.engine._publish("exec_die", e.sup, {"execID": x.id, "exitCode": str(code)})
 
     async def _spawn(self, x: ExecInstance, e: Entry, sink: Sink | None) -> Child:
-        """Clone the process through the spawner; its stdout/stderr are pipes when there is a sink."""
+        """Clone the process through the spawner; its stdout/stderr are pipes (or a pty) when there is a sink."""
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         ours: list[tuple[int, int]] = []
         theirs: list[int] = []
         try:
+            stdio = (null, null, null)
             if sink is not None:
-                for number in (1, 2):
-                    r, w = os.pipe2(os.O_CLOEXEC)
-                    ours.append((r, number))
-                    theirs.append(w)
-            stdio = (null, *theirs) if theirs else (null, null, null)
+                size = x.process.get("consoleSize") or {}
+                x.input, ours, stdio, theirs = exec_stdio(
+                    tty=x.tty, stdin=bool(x.body.get("AttachStdin")), rows=size.get("height", 0),
+                    cols=size.get("width", 0))
             init = e.sup.child
             if init is None:
                 raise Conflict(f"container {e.sup.id} is not running")
@@ -339,7 +361,10 @@ class Execs:
         except BaseException:
             for fd, _ in ours:
                 os.close(fd)
+            if x.input is not None:
+                x.input.close()
             x.done.set()
+            x.spawned.set()
             raise
         finally:
             os.close(null)
@@ -348,7 +373,24 @@ class Execs:
         # No checkpoint since the spawner answered: the reaper cannot have seen it.
         self._children[x.id] = child
         self._pipes[x.id] = ours
+        x.spawned.set()
         return child
+
+    async def input_of(self, exec_id: str, *, need_stdin: bool = True) -> ProcessInput:
+        """The exec's stdin/terminal once it is spawned (``exec.stdin``/``exec.resize`` may come first).
+
+        Raises:
+            NoSuchExec; Conflict: no stdin (not ``-i``) or no terminal, or it has finished.
+        """
+        x = self._get(exec_id)
+        if need_stdin and not x.body.get("AttachStdin"):
+            raise Conflict(f"exec {exec_id} was created without -i (AttachStdin): it has no stdin")
+        if not x.tty and not need_stdin:
+            raise InvalidRequest(f"exec {exec_id} has no terminal (it was created without -t)")
+        await x.spawned.wait()
+        if x.input is None or x.input.closed and x.done.is_set():
+            raise Conflict(f"exec {exec_id} is not running")
+        return x.input
 
 
 def _channel_sink(channel: trio.MemorySendChannel) -> Sink:
@@ -369,7 +411,12 @@ def _channel_sink(channel: trio.MemorySendChannel) -> Sink:
 async def _pump(fd: int, number: int, sink: Sink | None) -> None:
     async with trio.lowlevel.FdStream(fd) as stream:       # owns fd from here (non-blocking)
         while True:
-            data = await stream.receive_some(65536)
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError as exc:
+                if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EIO:
+                    return                 # a pty master once the slave side is all closed: EOF (pty(7))
+                raise
             if not data:
                 return
             if sink is not None:

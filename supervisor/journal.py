@@ -29,6 +29,13 @@ Rules:
 5. One connection, guarded by one ``threading.Lock``: calls may come from any
    thread, one at a time. Readers briefly wait for writers; that is cheaper
    than a second connection per thread for a table this small per row.
+6. A state change and its event commit together. ``append_many(drafts,
+   writes=...)`` runs the state rows' statements (``supervisor.state``'s
+   ``*_write`` builders: a container record put or deleted) and inserts the
+   events in one transaction, so after a crash ``state.db`` holds both or
+   neither: never a record whose event is missing, never an event that
+   describes a record a crash took back. A write that fails (a taken name)
+   rolls the events back with it.
 
 Attributes are stored as JSON text rather than msgpack so the journal stays
 readable with the ``sqlite3`` shell (``json_extract(attributes, '$.name')``).
@@ -44,11 +51,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
 
 from protocols.events import Event
+
+from ._crashpoints import crash_point
 
 DEFAULT_MAX_EVENTS = 1_000_000
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
@@ -67,6 +76,8 @@ CREATE INDEX IF NOT EXISTS events_time_ns ON events (time_ns);
 
 # What append_many takes: (type, action, id, attributes[, time_ns]).
 EventDraft = tuple[str, str, str, Mapping[str, str]] | tuple[str, str, str, Mapping[str, str], int | None]
+# What append_many(writes=...) takes: one SQL statement and its parameters (rule 6).
+Write = tuple[str, Sequence[object]]
 
 
 class Journal:
@@ -133,12 +144,15 @@ class Journal:
         """
         return self.append_many([(type, action, id, attributes or {}, time_ns)])[0]
 
-    def append_many(self, drafts: Iterable[EventDraft]) -> list[Event]:
+    def append_many(self, drafts: Iterable[EventDraft], *, writes: Iterable[Write] = ()) -> list[Event]:
         """Store events in one transaction: all of them or, on error, none.
 
         Args:
             drafts: ``(type, action, id, attributes)`` tuples, optionally with a
-                fifth item ``time_ns`` (``None`` or absent: now).
+                fifth item ``time_ns`` (``None`` or absent: now). May be empty
+                when there are ``writes``: a state change with no event.
+            writes: state rows that change with these events (rule 6),
+                executed first, in the same transaction.
 
         Returns:
             The stored events, in order, with consecutive seqs.
@@ -146,6 +160,8 @@ class Journal:
         Raises:
             TypeError: an attribute key or value is not a string, or a draft has
                 the wrong length; nothing is stored.
+            sqlite3.Error: a write failed (``IntegrityError``: a unique name
+                taken); nothing is stored.
         """
         now = time.time_ns()
         prepared = []
@@ -161,7 +177,8 @@ class Journal:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
                 raise TypeError(f"event attributes must map strings to strings, got {attributes!r}")
             prepared.append((now if time_ns is None else time_ns, type_, action, id_, attributes))
-        if not prepared:
+        writes = list(writes)
+        if not prepared and not writes:
             return []
         with self._lock:
             conn = self._conn
@@ -169,6 +186,10 @@ class Journal:
             # other connection to state.db can commit one in between.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                for sql, params in writes:
+                    conn.execute(sql, params)
+                if writes:
+                    crash_point("journal:after-writes")
                 first = self._query_last_seq() + 1
                 events = [
                     Event(first + i, time_ns, type_, action, id_, attributes)
@@ -179,8 +200,8 @@ class Journal:
                     [(e.seq, e.time_ns, e.type, e.action, e.id, json.dumps(attrs, separators=(",", ":")))
                      for e, (*_, attrs) in zip(events, prepared, strict=True)],
                 )
-                first_kept = self._first_seq or first
-                if self._max_events is not None and events[-1].seq - first_kept + 1 > self._max_events * 1.01:
+                first_kept = self._first_seq or (first if events else None)
+                if events and self._max_events is not None and events[-1].seq - first_kept + 1 > self._max_events * 1.01:
                     first_kept = self._delete_before(events[-1].seq - self._max_events + 1)
                 conn.execute("COMMIT")
             except BaseException:

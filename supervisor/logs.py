@@ -38,6 +38,7 @@ Rejected designs:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -213,36 +214,67 @@ class Capture:
         capture.close_write_ends()                     # the init holds them now
         ...
         await capture.wait_drained()                   # EOF on both: everything is on disk
+
+    A container with a terminal has one source instead of two pipes: the pty
+    master (``open_tty``), logged as "stdout" as Docker logs it; a read that
+    fails with EIO (every slave fd closed) is its EOF. Without a log file
+    (driver ``none``) the copier still runs for ``on_output``. ``on_output``
+    (stream, bytes) is called in the copier thread with each chunk as read,
+    before it is written: it must not block (attach.py hands it to trio).
     """
 
-    def __init__(self, writer: JsonFileWriter, pipes: list[tuple[int, int]], *,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        (self._out_r, self.stdout_w), (self._err_r, self.stderr_w) = pipes
+    def __init__(self, writer: JsonFileWriter | None, pipes: list[tuple[int, int]], *,
+                 clock: Callable[[], int] = time.time_ns, tty_master: int = -1,
+                 on_output: Callable[[str, bytes], None] | None = None) -> None:
+        if tty_master >= 0:
+            self._sources, self.stdout_w, self.stderr_w = {tty_master: "stdout"}, -1, -1
+        else:
+            (out_r, self.stdout_w), (err_r, self.stderr_w) = pipes
+            self._sources = {out_r: "stdout", err_r: "stderr"}
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._writer = writer
         self._clock = clock
+        self._on_output = on_output
         self.reads = 0
         self._token = trio.lowlevel.current_trio_token()
         self._drained = trio.Event()
-        self._thread = threading.Thread(target=self._copy, name=f"log {writer.path.parent.name[:12]}", daemon=True)
+        name = writer.path.parent.name[:12] if writer is not None else "(none)"
+        self._thread = threading.Thread(target=self._copy, name=f"log {name}", daemon=True)
 
     @classmethod
-    def open(cls, path: str | Path, config: LogConfig) -> Capture:
-        """Pipes, the log file, and the copier thread, started. Call from trio.
+    def open(cls, path: str | Path | None, config: LogConfig, *,
+             on_output: Callable[[str, bytes], None] | None = None) -> Capture:
+        """Pipes, the log file (none when ``path`` is None), and the copier thread, started. Call from trio.
 
         Raises:
             OSError: the log file cannot be opened (nothing is left open then).
         """
-        writer = JsonFileWriter(path, max_size_bytes=config.max_size_bytes, max_files=config.max_files)
+        writer = JsonFileWriter(path, max_size_bytes=config.max_size_bytes, max_files=config.max_files) \
+            if path is not None else None
         pipes: list[tuple[int, int]] = []
         try:
             pipes = [_make_pipe(), _make_pipe()]
-            capture = cls(writer, pipes)
+            capture = cls(writer, pipes, on_output=on_output)
         except BaseException:
-            writer.close()
+            if writer is not None:
+                writer.close()
             for fd in (fd for pair in pipes for fd in pair):
                 os.close(fd)
             raise
+        capture._thread.start()
+        return capture
+
+    @classmethod
+    def open_tty(cls, path: str | Path | None, config: LogConfig, master: int, *,
+                 on_output: Callable[[str, bytes], None] | None = None) -> Capture:
+        """Like ``open``, reading a pty master instead of two pipes; it takes ``master`` (closes it at EOF).
+
+        Raises:
+            OSError: the log file cannot be opened (``master`` is then left to the caller).
+        """
+        writer = JsonFileWriter(path, max_size_bytes=config.max_size_bytes, max_files=config.max_files) \
+            if path is not None else None
+        capture = cls(writer, [], tty_master=master, on_output=on_output)
         capture._thread.start()
         return capture
 
@@ -266,7 +298,7 @@ class Capture:
                 await self._drained.wait()
             if not self._drained.is_set():
                 log.warning("log %s: pipes still open %.0f s after the init exited; stopped reading",
-                            self._writer.path, grace_s)
+                            self._writer.path if self._writer is not None else "(none)", grace_s)
                 self.stop()
         await self._drained.wait()
         for fd in (self._stop_r, self._stop_w):
@@ -285,12 +317,12 @@ class Capture:
 
     @property
     def dropped_bytes(self) -> int:
-        return self._writer.dropped_bytes
+        return self._writer.dropped_bytes if self._writer is not None else 0
 
     # -- the thread --
 
     def _copy(self) -> None:
-        encoders = {self._out_r: StreamEncoder("stdout"), self._err_r: StreamEncoder("stderr")}
+        encoders = {fd: StreamEncoder(name) for fd, name in self._sources.items()}
         poller = select.poll()
         for fd in (*encoders, self._stop_r):
             poller.register(fd, select.POLLIN)
@@ -307,17 +339,19 @@ class Capture:
                 got = 0
                 stamp = format_time(self._clock())
                 for fd in ready:
-                    data = os.read(fd, READ_SIZE)
+                    data = _read_or_eof(fd)
                     got += len(data)
                     self.reads += 1
                     if data:
+                        if self._on_output is not None:
+                            self._on_output(self._sources[fd], data)
                         out.append(encoders[fd].encode(data, stamp=stamp))
                     else:                                  # EOF: the open line goes out as it is
                         out.append(encoders.pop(fd).flush(stamp=stamp))
                         poller.unregister(fd)
                         os.close(fd)
                 blob = b"".join(out)
-                if blob:
+                if blob and self._writer is not None:
                     self._writer.write(blob)
                 if 0 < got < SMALL_READ and not stopping and BATCH_WAIT_S:
                     # A writer slower than us: let its small writes gather in the pipe
@@ -325,18 +359,29 @@ class Capture:
                     time.sleep(BATCH_WAIT_S)
             stamp = format_time(self._clock())
             blob = b"".join(enc.flush(stamp=stamp) for enc in encoders.values())
-            if blob:
+            if blob and self._writer is not None:
                 self._writer.write(blob)
         except Exception:                 # a bug here must not leave the task waiting forever
-            log.exception("log copier for %s failed", self._writer.path)
+            log.exception("log copier for %s failed", self._writer.path if self._writer is not None else "(none)")
         finally:
             for fd in encoders:             # the stop pipe is closed by wait_drained, in trio
                 os.close(fd)
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
             try:
                 self._token.run_sync_soon(self._drained.set)
             except trio.RunFinishedError:
                 pass
+
+
+def _read_or_eof(fd: int) -> bytes:
+    """One read; b"" at EOF. A pty master answers EIO once every slave fd is closed: its EOF (pty(7))."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            return b""
+        raise
 
 
 # --- reading -----------------------------------------------------------------------------

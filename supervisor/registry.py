@@ -98,6 +98,12 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Pulled:
+    image: Image
+    bytes: int               # blob bytes downloaded (0: everything was here already)
+
+
+@dataclass(frozen=True)
 class Credentials:
     username: str
     password: str
@@ -207,7 +213,7 @@ def _fail(response: httpx.Response, what: str) -> RegistryError:
 
 
 def pull(store: ImageStore, text: str, settings: Settings, progress: Progress,
-         credentials: Credentials | None = None) -> Image:
+         credentials: Credentials | None = None) -> Pulled:
     """``docker pull``: the image named by ``text`` (tag or digest) into ``store``.
 
     Mirrors come first for Docker Hub names; one that cannot be reached or does not
@@ -251,7 +257,7 @@ def _get_manifest(session: _Session, reference: str, expected: str | None) -> tu
     return body, digest, media_type
 
 
-def _pull_from(store: ImageStore, session: _Session, ref: RemoteRef, progress: Progress) -> Image:
+def _pull_from(store: ImageStore, session: _Session, ref: RemoteRef, progress: Progress) -> Pulled:
     body, digest, media_type = _get_manifest(session, ref.reference, ref.digest)
     try:
         if media_type in INDEX_MEDIA_TYPES:
@@ -261,7 +267,7 @@ def _pull_from(store: ImageStore, session: _Session, ref: RemoteRef, progress: P
     except (ImageFormatError, DistributionError) as exc:
         raise RegistryError(f"manifest of {ref}: {exc}") from None
     progress({"status": f"Pulling from {familiar(ref.name)}", "id": ref.tag or ref.digest})
-    _fetch_blob(store, session, manifest.config, progress, quiet=True)
+    config_bytes = _fetch_blob(store, session, manifest.config, progress, quiet=True)
     try:
         config = parse_image_config(store.content.read_blob(manifest.config.digest))
     except ImageFormatError as exc:
@@ -279,20 +285,21 @@ def _pull_from(store: ImageStore, session: _Session, ref: RemoteRef, progress: P
                                    list(zip(manifest.layers, config.diff_ids)), tags)
     except LayerError as exc:
         raise RegistryError(f"{ref}: a layer could not be unpacked: {exc}") from None
+    store.add_repo_digest(image.id, ref.name, digest)
     progress({"status": f"Digest: {digest}"})
-    what = "Downloaded newer image" if any(fetched) else "Image is up to date"
+    what = "Downloaded newer image" if any(n is not None for n in fetched) else "Image is up to date"
     progress({"status": f"Status: {what} for {familiar(ref.name)}{':' + ref.tag if ref.tag else '@' + digest}"})
-    return image
+    return Pulled(image, sum(n or 0 for n in (config_bytes, *fetched)))
 
 
 def _fetch_blob(store: ImageStore, session: _Session, d: Descriptor, progress: Progress, *,
-                quiet: bool = False) -> bool:
-    """Download ``d`` into the store unless it is there (rule 2); whether it was downloaded."""
+                quiet: bool = False) -> int | None:
+    """Download ``d`` into the store unless it is there (rule 2): its size, or None when it was there."""
     short = d.digest.partition(":")[2][:12]
     if store.content.has(d.digest):
         if not quiet:
             progress({"status": "Already exists", "id": short})
-        return False
+        return None
     if not quiet:
         progress({"status": "Pulling fs layer", "id": short})
     response = session.stream("GET", session.repo.blob_url(d.digest))
@@ -310,7 +317,7 @@ def _fetch_blob(store: ImageStore, session: _Session, d: Descriptor, progress: P
         response.close()
     if not quiet:
         progress({"status": "Pull complete", "id": short})
-    return True
+    return d.size
 
 
 def _counted(chunks: Iterator[bytes], d: Descriptor, short: str, progress: Progress, quiet: bool) -> Iterator[bytes]:
@@ -361,6 +368,7 @@ def push(store: ImageStore, text: str, settings: Settings, progress: Progress,
         if response.status_code not in (200, 201):
             raise _fail(response, f"manifest {ref}")
         digest = sha256_digest(body)
+        store.add_repo_digest(image.id, ref.name, digest)
         progress({"status": f"{ref.tag}: digest: {digest} size: {len(body)}"})
         return digest
     finally:

@@ -123,14 +123,18 @@ def decide(policy: RestartPolicy, state: RestartState, *, exit_code: int, ran_s:
 
 
 def restart_on_daemon_start(policy: RestartPolicy, *, stopped_by_user: bool, was_running: bool,
-                            exit_code: int | None) -> bool:
+                            exit_code: int | None, restart_count: int = 0) -> bool:
     """After a daemon restart, whether a container that is not running is started again (moby's restore).
 
     ``always`` and ``unless-stopped`` come back unless the user stopped them;
-    ``on-failure`` comes back if it was running or had failed; ``no`` never.
+    ``on-failure`` comes back if it was running or had failed, and only while
+    ``restart_count`` (restarts made since the user's last start) is below
+    its bound, so a crash never buys extra retries; ``no`` never.
     """
     if stopped_by_user or policy.name == "no":
         return False
     if policy.name in ("always", "unless-stopped"):
         return True
+    if policy.max_retries and restart_count >= policy.max_retries:
+        return False
     return was_running or (exit_code is not None and exit_code != 0)

@@ -8,6 +8,12 @@ daemon reported created must still exist after a power loss.
 
 Row <-> dict conversion is the caller's (pure, in the Engine); this module
 knows tables, not containers.
+
+A record that changes with an event is not written here: ``container_put``,
+``container_delete``, ``volume_put`` and ``volume_delete`` build the statement, and the Engine hands it to the
+event bus, which runs it in the journal's transaction with the event
+(journal.py rule 6). ``StateStore``'s own methods run the same statements
+alone, for changes that have no event and for tools.
 """
 
 from __future__ import annotations
@@ -29,6 +35,31 @@ CREATE TABLE IF NOT EXISTS volumes (
     record  TEXT NOT NULL
 );
 """
+
+
+def container_put(record: dict[str, Any]) -> tuple[str, tuple[object, ...]]:
+    """The statement that inserts or replaces a container record by id (pure).
+
+    Run, it raises ``sqlite3.IntegrityError`` when another container has the name.
+    """
+    sql = ("INSERT INTO containers (id, name, record) VALUES (?, ?, ?) "
+           "ON CONFLICT(id) DO UPDATE SET name = excluded.name, record = excluded.record")
+    return sql, (record["id"], record["name"], json.dumps(record))
+
+
+def container_delete(container_id: str) -> tuple[str, tuple[object, ...]]:
+    """The statement that deletes a container record (pure); no record is fine."""
+    return "DELETE FROM containers WHERE id = ?", (container_id,)
+
+
+def volume_put(name: str, record: dict[str, Any]) -> tuple[str, tuple[object, ...]]:
+    """The statement that inserts or replaces a volume record (pure)."""
+    return "INSERT OR REPLACE INTO volumes (name, record) VALUES (?, ?)", (name, json.dumps(record))
+
+
+def volume_delete(name: str) -> tuple[str, tuple[object, ...]]:
+    """The statement that deletes a volume record (pure); no record is fine."""
+    return "DELETE FROM volumes WHERE name = ?", (name,)
 
 
 class StateStore:
@@ -57,13 +88,11 @@ class StateStore:
             sqlite3.IntegrityError: another container has this name.
         """
         with self._lock:
-            self._conn.execute("INSERT INTO containers (id, name, record) VALUES (?, ?, ?) "
-                               "ON CONFLICT(id) DO UPDATE SET name = excluded.name, record = excluded.record",
-                               (record["id"], record["name"], json.dumps(record)))
+            self._conn.execute(*container_put(record))
 
     def delete_container(self, container_id: str) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+            self._conn.execute(*container_delete(container_id))
 
     def containers(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -72,11 +101,11 @@ class StateStore:
 
     def put_volume(self, name: str, record: dict[str, Any]) -> None:
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO volumes (name, record) VALUES (?, ?)", (name, json.dumps(record)))
+            self._conn.execute(*volume_put(name, record))
 
     def delete_volume(self, name: str) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
+            self._conn.execute(*volume_delete(name))
 
     def volumes(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -15,6 +15,8 @@ Rules:
 5. Each run's stdout and stderr go through a ``logs.Capture`` (pipes and a
    copier thread); the run's exit is recorded only once the copier reached
    EOF, so everything the container wrote is in its log before ``die``.
+   With ``-t`` they are one pty instead, with ``-i`` stdin is a pipe fed by
+   attached clients (``attach.ContainerStreams``, set up per run).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from runtime.cgroups import Resources
 from runtime.errors import SpawnError
 from runtime.spawn import Child, ExitStatus
 
+from ._crashpoints import crash_point
 from ._host import Host
+from .attach import ContainerStreams, streams_of
 from .logs import DRAIN_GRACE_S, Capture
 from .restart import JITTER, RestartPolicy, RestartState, decide, record_start
 
@@ -69,6 +73,8 @@ class Supervised:
     error: str = ""
     oom_kills_seen: int = 0
     child: Child | None = field(default=None, repr=False, compare=False)   # the running init, for kill
+    # Attached clients, stdin and terminal across runs (attach.py); made on first use.
+    streams: ContainerStreams | None = field(default=None, repr=False, compare=False)
 
 
 async def supervise(c: Supervised, host: Host, publish: Publish, *,
@@ -81,7 +87,9 @@ async def supervise(c: Supervised, host: Host, publish: Publish, *,
         SpawnError: the first start failed (through ``nursery.start``).
     """
     rng = rng or random.Random()
-    state = RestartState()
+    # Restarts already made count against on-failure:N: a user's start sets
+    # restart_count to 0 (moby), a daemon restart that resumes the policy keeps it.
+    state = RestartState(restart_count=c.restart_count)
     first = True
     while True:
         state = record_start(state, trio.current_time())
@@ -109,6 +117,7 @@ async def supervise(c: Supervised, host: Host, publish: Publish, *,
         c.restart_count += 1
         await publish("restart", c, {"restartCount": str(c.restart_count), "cause": _cause(c, status),
                                      "delay": f"{decision.delay_s:.3f}"})
+        crash_point("restart:backoff")
         try:
             await trio.sleep(decision.delay_s)
         except trio.Cancelled:
@@ -120,16 +129,19 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
     """Start one init and wait for it; on cancellation stop it politely, then firmly."""
     if first:
         await host.prepare_cgroup(c.cgroup, c.resources)
+    streams = streams_of(c)
     try:
-        capture = Capture.open(c.log_path, c.log_config) if c.log_path else None
+        capture, stdio, theirs = streams.open_run(c.log_path, c.log_config)
     except OSError as exc:                 # a start that fails like any other (rule 3)
-        raise SpawnError(f"cannot open the container's log {c.log_path}: {exc.strerror or exc}") from exc
+        raise SpawnError(f"cannot set up the container's output (log {c.log_path}, "
+                         f"terminal: {streams.tty}): {exc.strerror or exc}") from exc
     try:
-        child = await _spawn(c, host, capture)
+        child = await _spawn(c, host, capture, stdio, theirs)
     except BaseException:
-        if capture is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if capture is not None:
                 await capture.wait_drained()
+            streams.run_ended()
         raise
     c.child = child
     try:
@@ -140,9 +152,11 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
             with trio.CancelScope(shield=True):
                 await _drain(capture)
             return ExitStatus(code=exc.exit_code)
+        crash_point("start:before-event" if first else "restart:before-event")
         c.status, c.pid, c.started_at_ns, c.error = "running", child.pid, time.time_ns(), ""
         await publish("start", c, {})
         if first:
+            crash_point("start:after-event")
             task_status.started(child.pid)
         status = await host.wait_exit(child)
         with trio.CancelScope(shield=True):   # it exited: no stop to do, whatever happens now
@@ -159,19 +173,17 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
     finally:
         c.child = None
         child.close()
+        streams.run_ended()                # after the drain: attached clients have all of it (attach.py rule 3)
 
 
-async def _spawn(c: Supervised, host: Host, capture: Capture | None) -> Child:
-    # stdout and stderr are the capture's pipes (or /dev/null); the init reads nothing.
-    null_in = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    null_out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if capture is None else -1
-    stdio = (null_in, null_out, null_out) if capture is None else (null_in, capture.stdout_w, capture.stderr_w)
+async def _spawn(c: Supervised, host: Host, capture: Capture | None, stdio: tuple[int, int, int],
+                 theirs: list[int]) -> Child:
+    # stdio: the capture's pipes or a pty slave (attach.ContainerStreams.open_run), or /dev/null.
     try:
         return await host.spawn(c.config, bundle=c.bundle, cgroup=c.cgroup, stdio=stdio)
     finally:
-        os.close(null_in)
-        if null_out >= 0:
-            os.close(null_out)
+        for fd in theirs:
+            os.close(fd)
         if capture is not None:
             capture.close_write_ends()     # the init holds them now: EOF is when it (and its kin) are gone
 

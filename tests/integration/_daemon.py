@@ -9,6 +9,7 @@ fixture. The fixture force-removes every container and stops the daemon
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -31,7 +32,8 @@ class Daemon:
         self.log = tmp / "daemon.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, *, env: dict[str, str] | None = None) -> None:
+        """Start the daemon and wait for its socket; ``env``: variables added to ours for this run."""
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
                 [*corral_command(), "daemon", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
@@ -39,7 +41,7 @@ class Daemon:
                  # Many test daemons run at once: none takes the default metrics port.
                  *(() if any(a.startswith("--metrics-addr") for a in self.extra_args) else ("--metrics-addr", "none")),
                  *self.extra_args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **(env or {})})
         wait_for(lambda: self.socket.exists() and self.cli("ps").returncode == 0 or self._died(),
                  timeout=30, what="the daemon's socket")
         assert self.process.poll() is None, self.log.read_text()

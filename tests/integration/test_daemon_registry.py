@@ -27,12 +27,13 @@ pytestmark = pytest.mark.root
 
 
 class Registry:
-    def __init__(self, tmp: Path, *, htpasswd: Path | None = None) -> None:
+    def __init__(self, tmp: Path, *, htpasswd: Path | None = None, auth: str = "") -> None:
         self.port = free_port()
         self.host = f"localhost:{self.port}"
         self.dir = tmp / f"registry-{self.port}"
         self.dir.mkdir()
-        auth = (f"auth:\n  htpasswd:\n    realm: corral-test\n    path: {htpasswd}\n" if htpasswd else "")
+        if htpasswd is not None:
+            auth = f"auth:\n  htpasswd:\n    realm: corral-test\n    path: {htpasswd}\n"
         (self.dir / "config.yml").write_text(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {self.dir / 'data'}\n  delete:\n    enabled: true\n"
@@ -108,6 +109,8 @@ def test_push_then_pull_by_tag_and_digest(daemon: Daemon, registry: Registry) ->
     out = d.ok("pull", team)
     assert "Pull complete" in out and f"Digest: {digest}" in out and "Downloaded newer image" in out
     assert image_id(d, team) == original
+    assert json.loads(d.ok("image", "inspect", team))[0]["RepoDigests"] == [f"{registry.host}/team/bb@{digest}"]
+    assert digest in d.ok("images", "--digests")
     assert "Image is up to date" in d.ok("pull", team)
     assert d.ok("run", "--rm", team, "echo", "pulled").strip() == "pulled"
     # By digest: the same image, and no tag is made for it.
@@ -115,6 +118,8 @@ def test_push_then_pull_by_tag_and_digest(daemon: Daemon, registry: Registry) ->
     d.ok("pull", f"{registry.host}/team/bb@{digest}")
     assert [i["RepoTags"] for i in d.json_lines("images")] == [[]]
     assert d.ok("run", "--rm", original, "echo", "by-digest").strip() == "by-digest"
+    assert d.ok("run", "--rm", f"{registry.host}/team/bb@{digest}", "echo", "by-name@digest").strip() == (
+        "by-name@digest")
     events = [(e["action"], e["attributes"].get("name")) for e in d.events("--filter", "type=image")]
     assert ("push", team) in events and ("pull", team) in events
 
@@ -223,3 +228,176 @@ def test_bad_registry_options_stop_the_daemon(tmp_path: Path, cgroup_parent: str
                 str(tmp_path / "run"), "--cgroup-parent", cgroup_parent, "--metrics-addr", "none", flag, value]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert done.returncode == 1 and message in done.stderr, (flag, value, done.stderr)
+
+
+# --- bearer tokens: a token service of our own, as Docker Hub's auth.docker.io ------------
+
+class TokenService:
+    """A minimal OCI token service: checks basic credentials, answers a JWT (RS256, signed with
+    openssl) granting what was asked; the registry trusts its self-signed certificate."""
+
+    def __init__(self, tmp: Path, users: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        self.dir = tmp / "token-service"
+        self.dir.mkdir()
+        self.key, self.cert = self.dir / "key.pem", self.dir / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-days", "2", "-subj", "/CN=corral-test-token"],
+                       check=True, capture_output=True, timeout=60)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True,
+                             capture_output=True, timeout=60).stdout
+        import base64
+        self._x5c = base64.b64encode(der).decode()
+        self.users = users
+        self.requests: list[str] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:             # noqa: N802 - http.server's name
+                service.requests.append(self.path)
+                status, body = service.answer(self.path, self.headers.get("Authorization"))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, path: str, authorization: str | None) -> tuple[int, dict]:
+        import base64
+        import time
+        import urllib.parse
+
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        if not authorization or not authorization.startswith("Basic "):
+            return 401, {"details": "credentials required"}
+        user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        if self.users.get(user) != password:
+            return 401, {"details": "bad credentials"}
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": "corral-test-issuer", "sub": user, "aud": query["service"][0], "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
+                                   check=True, capture_output=True, timeout=60).stdout
+        return 200, {"token": f"{signing_input}.{b64(signature)}"}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_bearer_token_auth(daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = TokenService(tmp_path, {"bob": "t0ken-pass"})
+    monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "client-config"))
+    registry = Registry(tmp_path, auth=(
+        "auth:\n  token:\n"
+        f"    realm: http://127.0.0.1:{tokens.port}/token\n    service: corral-test\n"
+        f"    issuer: corral-test-issuer\n    rootcertbundle: {tokens.cert}\n"))
+    d = daemon
+    try:
+        ref = f"{registry.host}/secure/bb:1"
+        d.ok("tag", "busybox", ref)
+        out = d.cli("push", ref)
+        assert out.returncode != 0 and "token service answered 401" in out.stderr
+        assert d.ok("login", "-u", "bob", "-p", "t0ken-pass", registry.host).strip() == "Login Succeeded"
+        assert "Pushed" in d.ok("push", ref)
+        original = image_id(d, ref)
+        d.ok("rmi", ref)
+        d.ok("pull", ref)
+        assert image_id(d, ref) == original
+        assert d.ok("run", "--rm", ref, "echo", "via-token").strip() == "via-token"
+        # The registry asked for scoped tokens: pull+push for the push, pull for the pull.
+        assert any("scope=repository%3Asecure%2Fbb%3Apull%2Cpush" in r for r in tokens.requests)
+        assert any(r.endswith("scope=repository%3Asecure%2Fbb%3Apull") for r in tokens.requests)
+    finally:
+        registry.close()
+        tokens.close()
+
+
+def test_corrupt_blob_is_refused_and_not_stored(daemon: Daemon, registry: Registry) -> None:
+    d = daemon
+    ref = f"{registry.host}/broken/bb:1"
+    d.ok("tag", "busybox", ref)
+    d.ok("push", ref)
+    layer = json.loads(d.ok("image", "inspect", "busybox"))[0]["RootFS"]["Layers"][0]
+    original = image_id(d, ref)
+    d.ok("rmi", "-f", original)
+    blobs = d.data_root / "content" / "blobs" / "sha256"
+    before = {p.name for p in blobs.iterdir()}
+    # Truncate the layer in the registry's own storage: it now serves a short, wrong blob.
+    data = registry.dir / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    (stored,) = [p for p in data.rglob("data") if p.parent.name == layer.partition(":")[2]]   # uncompressed: digest = diff id
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])
+    out = d.cli("pull", ref)
+    assert out.returncode != 0 and ("bytes, expected" in out.stderr or "digest" in out.stderr), out.stderr
+    assert {p.name for p in blobs.iterdir()} - before <= {original.partition(":")[2]}   # the config, never the layer
+    assert ref not in d.ok("images")
+
+
+def test_pull_an_image_umoci_made_and_skopeo_pushed(daemon: Daemon, registry: Registry, tmp_path: Path) -> None:
+    umoci = shutil.which("umoci")
+    if umoci is None:
+        pytest.skip("needs umoci (Debian package umoci; make setup installs it)")
+    layout = tmp_path / "layout"
+    bundle = tmp_path / "bundle"
+    subprocess.run([umoci, "init", "--layout", str(layout)], check=True, capture_output=True, timeout=60)
+    subprocess.run([umoci, "new", "--image", f"{layout}:made"], check=True, capture_output=True, timeout=60)
+    subprocess.run([umoci, "unpack", "--image", f"{layout}:made", str(bundle)], check=True, capture_output=True,
+                   timeout=60)
+    rootfs = bundle / "rootfs"
+    (rootfs / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "sh").symlink_to("busybox")
+    (rootfs / "hello").write_text("made by umoci\n")
+    subprocess.run([umoci, "repack", "--image", f"{layout}:made", str(bundle)], check=True, capture_output=True,
+                   timeout=120)
+    subprocess.run([umoci, "config", "--image", f"{layout}:made", "--config.cmd", "/bin/sh",
+                    "--config.env", "PATH=/bin"], check=True, capture_output=True, timeout=60)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:made", f"docker://{registry.host}/umoci/made:1")
+    d = daemon
+    d.ok("pull", f"{registry.host}/umoci/made:1")
+    assert d.ok("run", "--rm", f"{registry.host}/umoci/made:1", "sh", "-c", "busybox cat /hello").strip() == (
+        "made by umoci")
+
+
+def test_pulls_are_counted_on_metrics(tmp_path: Path, cgroup_parent: str, registry: Registry) -> None:
+    from ._metrics import samples, scrape
+    port = free_port()
+    d = Daemon(tmp_path, cgroup_parent, "--metrics-addr", f"127.0.0.1:{port}")
+    d.start()
+    try:
+        d.ok("image", "bootstrap", "busybox")
+        ref = f"{registry.host}/counted/bb:1"
+        d.ok("tag", "busybox", ref)
+        d.ok("push", ref)
+        layer_size = json.loads(d.ok("image", "inspect", "busybox"))[0]["Size"]
+        d.ok("rmi", "-f", image_id(d, "busybox"))
+        d.ok("pull", ref)
+        d.ok("pull", ref)                                   # nothing to download the second time
+        assert d.cli("pull", f"{registry.host}/counted/missing:1").returncode != 0
+        text, _ = scrape(port)
+        assert samples(text, "corral_image_pulls_total", result="success") == [2]
+        assert samples(text, "corral_image_pulls_total", result="failure") == [1]
+        (downloaded,) = samples(text, "corral_image_pull_bytes_total")
+        assert layer_size <= downloaded < 2 * layer_size             # one layer (a tar of it) and a config, once
+    finally:
+        d.close()

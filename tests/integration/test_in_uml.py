@@ -8,6 +8,7 @@ with the inner pytest's output (tracebacks included) in the failure message.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_uml_harness_exit_status_and_cgroup2(uml: None) -> None:
 
 
 def test_cgroup_v2_suite_in_uml(uml: None) -> None:
+    # Minutes by design (every cgroup_v2 test, in a slow kernel): re-arm pytest's hang dump.
+    faulthandler.dump_traceback_later(900, exit=False)
     argv = [_python(), "-m", "pytest", "-q", "-rfEs", "--run-root", "-m", "cgroup_v2", "-p", "no:cacheprovider", "tests/"]
     res = run_in_uml(argv, cwd=str(REPO), timeout_s=900)
     if res.returncode == 5:

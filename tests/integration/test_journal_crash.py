@@ -80,3 +80,42 @@ def test_sigkill_leaves_a_prefix_with_every_returned_append(tmp_path: Path, kill
         assert set(batches.values()) <= {3}
         # Life goes on with higher seqs.
         assert journal.append("daemon", "reload", "corral").seq == len(stored) + 1
+
+
+# A record and its event in one append; the crash point sits between the record's
+# write and the event's insert, inside the transaction.
+CHILD_WITH_RECORD = textwrap.dedent("""
+    import sys
+    from supervisor.journal import Journal
+    from supervisor.state import StateStore, container_put
+
+    journal, store = Journal(sys.argv[1]), StateStore(sys.argv[1])
+    journal.append_many([("container", "create", "a" * 64, {"name": "first"})],
+                        writes=[container_put({"id": "a" * 64, "name": "first"})])
+    print("committed", flush=True)
+    journal.append_many([("container", "create", "b" * 64, {"name": "second"})],
+                        writes=[container_put({"id": "b" * 64, "name": "second"})])
+    print("not reached", flush=True)
+""")
+
+
+def test_sigkill_between_a_record_and_its_event_keeps_neither(tmp_path: Path) -> None:
+    from supervisor._crashpoints import ENV
+    from supervisor.state import StateStore
+
+    path = tmp_path / "state.db"
+    # The second append with writes is where the child kills itself (supervisor/_crashpoints.py).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), ENV: "journal:after-writes@2"}
+    done = subprocess.run([sys.executable, "-c", CHILD_WITH_RECORD, str(path)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.split("\n")[0] == "committed" and "not reached" not in done.stdout
+    assert "crash point journal:after-writes" in done.stderr
+
+    store = StateStore(path)
+    try:
+        with Journal(path) as journal:
+            assert [r["name"] for r in store.containers()] == ["first"]
+            assert [(e.seq, e.id) for e in read_all(journal)] == [(1, "a" * 64)]
+    finally:
+        store.close()

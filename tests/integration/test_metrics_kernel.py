@@ -23,11 +23,10 @@ from ._metrics import cgroup_of, labelled, metrics_daemon_fixture, samples, scra
 from .conftest import wait_for
 
 pytestmark = pytest.mark.root
-# A shell that holds 100,000,000 bytes of anonymous memory in a variable (busybox
-# ash builds $(...) in its own heap), then waits on a `sleep` child: two
-# processes once the memory is held. (`exit` keeps `sleep` from being the last
-# command, which ash would exec in place of the shell, freeing the memory.)
-HOLD_100MB = 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); sleep 300; exit 0'
+# 100,000,000 bytes of anonymous memory, fast even in user-mode-linux: dd reads them
+# from /dev/zero into one buffer (every page touched), then blocks writing it to a
+# pipe nobody reads. Three processes while it holds them: sh, dd, sleep.
+HOLD_100MB = "dd if=/dev/zero bs=100000000 count=1 2>/dev/null | sleep 1000"
 
 
 def scrape_until(d: Daemon, ready, what: str, timeout: float = 60) -> str:
@@ -69,9 +68,9 @@ def test_half_a_cpu_for_four_seconds_is_two_cpu_seconds(metrics_daemon: Daemon) 
 def test_100mb_allocated_shows_in_usage_and_working_set(metrics_daemon: Daemon) -> None:
     d = metrics_daemon
     cid = d.ok("run", "-d", "--name", "holder", "busybox", "sh", "-c", HOLD_100MB).strip()
-    text = scrape_until(d, lambda t: samples(t, "container_processes", name="holder") == [2]
+    text = scrape_until(d, lambda t: samples(t, "container_processes", name="holder") == [3]
                         and samples(t, "container_memory_working_set_bytes", name="holder")[0] >= 100_000_000,
-                        "the container to hold 100 MB")
+                        "the container to hold 100 MB", timeout=180)
     usage = one(text, "container_memory_usage_bytes", name="holder")
     working_set = one(text, "container_memory_working_set_bytes", name="holder")
     rss = one(text, "container_memory_rss", name="holder")
@@ -87,14 +86,14 @@ def test_oom_kill_counts_in_the_cgroup_and_restarts_by_policy(metrics_daemon: Da
     d = metrics_daemon
     # A child is OOM-killed, the init lives on: the cgroup's own counter says 1.
     d.ok("run", "-d", "-m", "32m", "--memory-swap", "32m", "--name", "survivor", "busybox", "sh", "-c",
-         f"sh -c '{HOLD_100MB}'; exec sleep 300")
+         "dd if=/dev/zero bs=100000000 count=1 2>/dev/null | cat >/dev/null; exec sleep 300")
     text = scrape_until(d, lambda t: samples(t, "container_oom_events_total", name="survivor") not in ([], [0.0])
                         and samples(t, "container_processes", name="survivor") == [1],
-                        "the child's OOM kill to be counted")
+                        "the child's OOM kill to be counted", timeout=180)
     assert one(text, "container_oom_events_total", name="survivor") == 1
     # The init itself is OOM-killed: the policy restarts it once, for the reason "oom".
     d.ok("run", "-d", "-m", "32m", "--memory-swap", "32m", "--restart", "on-failure:1", "--name", "victim",
-         "busybox", "sh", "-c", HOLD_100MB)
+         "busybox", "dd", "if=/dev/zero", "bs=100000000", "count=1", "of=/dev/null")
     assert d.ok("wait", "victim").strip() == "137"
     text, _ = scrape(d.metrics_port)
     assert samples(text, "corral_container_restarts_total", name="victim", reason="oom") == [1]

@@ -116,3 +116,12 @@ def test_starts_outside_the_window_are_forgotten() -> None:
 def test_daemon_start(policy, stopped, was_running, exit_code, expected) -> None:
     assert restart_on_daemon_start(parse_restart_policy(policy), stopped_by_user=stopped,
                                    was_running=was_running, exit_code=exit_code) is expected
+
+
+@pytest.mark.parametrize(("policy", "restart_count", "expected"), [
+    ("on-failure:3", 2, True), ("on-failure:3", 3, False), ("on-failure", 50, True), ("always", 50, True),
+])
+def test_daemon_start_never_adds_retries(policy, restart_count, expected) -> None:
+    # A container the crash killed counts its restarts so far: on-failure:N stays at N in total.
+    assert restart_on_daemon_start(parse_restart_policy(policy), stopped_by_user=False, was_running=True,
+                                   exit_code=None, restart_count=restart_count) is expected

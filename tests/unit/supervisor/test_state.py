@@ -40,3 +40,24 @@ def test_volumes(tmp_path: Path) -> None:
     store.delete_volume("data")
     assert store.volumes() == []
     store.close()
+
+
+def test_a_record_and_its_event_commit_together(tmp_path: Path) -> None:
+    from supervisor.journal import Journal
+    from supervisor.state import container_delete, container_put
+
+    path = tmp_path / "state.db"
+    with Journal(path) as journal:
+        store = StateStore(path)
+        (event,) = journal.append_many([("container", "create", "a" * 64, {"name": "web"})],
+                                       writes=[container_put({"id": "a" * 64, "name": "web"})])
+        assert [r["name"] for r in store.containers()] == ["web"] and journal.read() == [event]
+        # A write that fails takes its events with it: no seq is used, nothing is stored.
+        with pytest.raises(sqlite3.IntegrityError):
+            journal.append_many([("container", "create", "b" * 64, {"name": "web"})],
+                                writes=[container_put({"id": "b" * 64, "name": "web"})])
+        assert [r["id"] for r in store.containers()] == ["a" * 64] and journal.last_seq() == 1
+        # A write with no event: the record changes, the journal does not.
+        assert journal.append_many([], writes=[container_delete("a" * 64)]) == []
+        assert store.containers() == [] and journal.last_seq() == 1 and journal.first_seq() == 1
+        store.close()

@@ -1,0 +1,252 @@
+"""`corral build` on the real kernel: Dockerfiles built by the daemon, RUN steps as containers.
+
+Each test runs its own daemon (``tests/integration/_daemon.py``) with busybox:latest
+bootstrapped; the fixture force-removes every container and stops the daemon.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ._daemon import Daemon, daemon_fixture  # noqa: F401 - the `daemon` fixture
+from .conftest import wait_for
+
+pytestmark = pytest.mark.root
+
+MULTI_STAGE = """\
+# A two-stage build: the first stage writes a file with RUN, the second copies it.
+ARG BASE=busybox
+FROM $BASE AS builder
+ARG GREETING=hello
+WORKDIR /src
+COPY greet.sh ./
+RUN chmod +x greet.sh \\
+ && ./greet.sh "$GREETING" > /src/message
+FROM busybox
+ENV APP_HOME=/app \\
+    MODE="two words"
+WORKDIR $APP_HOME
+COPY --from=builder /src/message ./
+COPY --chown=1000:1000 data/ ./data/
+LABEL org.example.kind="test" version=1
+EXPOSE 8080 53/udp
+USER 1000
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD test -f /app/message
+ENTRYPOINT ["sh", "-c"]
+CMD ["cat $APP_HOME/message; id -u; stat -c %u data/x; cat data/x; echo $MODE; pwd"]
+"""
+
+
+def _context(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    ctx = tmp_path / "ctx"
+    for name, content in files.items():
+        path = ctx / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return ctx
+
+
+def _build(daemon: Daemon, ctx: Path, *args: str) -> subprocess.CompletedProcess:
+    return daemon.cli("build", *args, str(ctx), timeout=120)
+
+
+def _ok_build(daemon: Daemon, ctx: Path, *args: str) -> str:
+    out = _build(daemon, ctx, *args)
+    assert out.returncode == 0, (out.stdout, out.stderr, daemon.log.read_text()[-3000:])
+    return out.stdout
+
+
+def _built_id(output: str) -> str:
+    m = re.search(r"^Successfully built ([0-9a-f]{12})$", output, re.MULTILINE)
+    assert m, output
+    return m.group(1)
+
+
+def _image_inspect(daemon: Daemon, ref: str) -> dict:
+    return json.loads(daemon.ok("image", "inspect", ref))[0]
+
+
+@pytest.fixture
+def multi_stage(tmp_path: Path) -> Path:
+    ctx = _context(tmp_path, {"Dockerfile": MULTI_STAGE, "greet.sh": "#!/bin/sh\necho \"$1 from builder\"\n",
+                              "data/x": "x-content\n"})
+    return ctx
+
+
+def test_multi_stage_build_runs_and_has_the_config(daemon: Daemon, multi_stage: Path) -> None:
+    out = _ok_build(daemon, multi_stage, "-t", "app:1", "-t", "app:latest", "--build-arg", "GREETING=hi",
+                    "--label", "extra=yes")
+    steps = re.findall(r"^Step (\d+)/(\d+) : (.*)$", out, re.MULTILINE)
+    assert [int(n) for n, _, _ in steps] == list(range(1, 19)) and {m for _, m, _ in steps} == {"18"}, out
+    assert steps[0][2] == "FROM $BASE AS builder" and steps[-1][2] == 'LABEL "extra"="yes"'
+    assert "Running in" in out and "Using cache" not in out
+    assert out.rstrip().endswith("Successfully tagged app:1\nSuccessfully tagged app:latest"), out
+
+    assert daemon.ok("run", "--rm", "app:1") == "hi from builder\n1000\n1000\nx-content\ntwo words\n/app\n"
+    info = _image_inspect(daemon, "app:1")
+    assert info["Id"].removeprefix("sha256:")[:12] == _built_id(out)
+    c = info["Config"]
+    assert "APP_HOME=/app" in c["Env"] and "MODE=two words" in c["Env"]
+    assert c["WorkingDir"] == "/app" and c["User"] == "1000" and c["StopSignal"] == "SIGUSR1"
+    assert c["Entrypoint"] == ["sh", "-c"]
+    assert c["Cmd"] == ["cat $APP_HOME/message; id -u; stat -c %u data/x; cat data/x; echo $MODE; pwd"]
+    assert c["ExposedPorts"] == {"53/udp": {}, "8080/tcp": {}}
+    assert c["Labels"] == {"org.example.kind": "test", "version": "1", "extra": "yes"}
+    assert c["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /app/message"], "Interval": 5_000_000_000,
+                                "Timeout": 2_000_000_000, "Retries": 4}
+    # The second stage is busybox plus the layers of WORKDIR and the two COPYs: the
+    # first stage's RUN layer is not in it.
+    assert len(info["RootFS"]["Layers"]) == len(_image_inspect(daemon, "busybox")["RootFS"]["Layers"]) + 3
+    # A health check read from the image: the container goes healthy.
+    cid = daemon.ok("run", "-d", "app:1", "sleep 30").strip()
+    wait_for(lambda: daemon.inspect(cid)["State"].get("Health", {}).get("Status") == "healthy", timeout=20,
+             what="the image's health check to pass")
+    events = daemon.events("--filter", "type=image")
+    assert ("build", "app:1") in [(e["action"], e["attributes"].get("name")) for e in events]
+
+
+def test_rebuild_uses_the_cache_for_every_step_and_no_cache_does_not(daemon: Daemon, multi_stage: Path) -> None:
+    first = _ok_build(daemon, multi_stage, "-t", "app:1")
+    again = _ok_build(daemon, multi_stage, "-t", "app:1")
+    steps = len(re.findall(r"^Step ", again, re.MULTILINE))
+    # Every step but the two FROMs says so, and none runs a container.
+    assert again.count(" ---> Using cache\n") == steps - 2, again
+    assert "Running in" not in again
+    assert _built_id(again) == _built_id(first)
+
+    fresh = _ok_build(daemon, multi_stage, "--no-cache", "-t", "app:2")
+    assert "Using cache" not in fresh and "Running in" in fresh
+    assert _built_id(fresh) != _built_id(first)
+    assert daemon.ok("run", "--rm", "app:2").startswith("hello from builder\n")
+
+    # A changed build arg invalidates the RUN that sees it, and what follows it.
+    changed = _ok_build(daemon, multi_stage, "--build-arg", "GREETING=hey", "-t", "app:3")
+    assert "Running in" in changed
+    assert daemon.ok("run", "--rm", "app:3").startswith("hey from builder\n")
+
+
+def test_a_copy_change_invalidates_exactly_the_steps_after_it(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo one > /one\nCOPY f /f\nRUN cat /f > /g\n"
+                                            "CMD cat /one /g\n",
+                              "f": "first\n"})
+    first = _ok_build(daemon, ctx, "-t", "copied")
+    out = _ok_build(daemon, ctx)
+    assert out.count("Using cache") == 4
+    (ctx / "f").write_text("second\n")
+    out = _ok_build(daemon, ctx, "-t", "copied")
+    blocks = out.split("Step ")[1:]
+    assert ["Using cache" in b for b in blocks] == [False, True, False, False, False], out
+    assert daemon.ok("run", "--rm", "copied") == "one\nsecond\n"
+    # rmi of a cached intermediate (the RUN echo one image) drops its entry; the rebuild runs it again.
+    intermediate = re.findall(r" ---> ([0-9a-f]{12})\n", first)[1]
+    daemon.ok("rmi", intermediate)
+    out = _ok_build(daemon, ctx, "-t", "copied")
+    blocks = out.split("Step ")[1:]
+    assert ["Using cache" in b for b in blocks][1] is False, out
+    assert daemon.ok("run", "--rm", "copied") == "one\nsecond\n"
+
+
+def test_a_failing_run_names_the_step_and_the_code(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo before\nRUN echo failing; exit 3\n"
+                                            "RUN echo never\n"})
+    out = _build(daemon, ctx, "-t", "broken")
+    assert out.returncode == 1, out
+    assert "before\n" in out.stdout and "failing\n" in out.stdout and "never" not in out.stdout
+    assert "Step 3/4 : RUN echo failing; exit 3" in out.stderr
+    assert "returned a non-zero code: 3" in out.stderr
+    assert daemon.ok("ps", "-aq") == ""                        # the step's container is gone
+    assert daemon.cli("image", "inspect", "broken").returncode != 0
+    missing = _build(daemon, _context(tmp_path / "m", {"Dockerfile": "FROM busybox\nRUN nonesuch-command\n"}))
+    assert missing.returncode == 1 and "Step 2/2 : RUN nonesuch-command" in missing.stderr
+    assert "returned a non-zero code: 127" in missing.stderr
+
+
+def test_a_malformed_dockerfile_names_the_line(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nRUN true\n\n# a comment\nCOPYY a b\n"})
+    out = _build(daemon, ctx)
+    assert out.returncode == 1
+    assert "Dockerfile:5: unknown instruction: COPYY" in out.stderr
+    out = _build(daemon, _context(tmp_path / "b", {"Dockerfile": "FROM busybox\nCOPY onlyone\n"}))
+    assert out.returncode == 1 and "Dockerfile:2: COPY requires at least two arguments" in out.stderr
+    out = _build(daemon, _context(tmp_path / "c", {"Dockerfile": "FROM nonesuch:1\n"}))
+    assert out.returncode == 1 and "Dockerfile:1: FROM nonesuch:1: no such image" in out.stderr
+    out = _build(daemon, _context(tmp_path / "d", {"Dockerfile": "FROM busybox\nCOPY nothere /x\n"}))
+    assert out.returncode == 1 and "Step 2/2 : COPY nothere /x" in out.stderr and "nothere" in out.stderr
+
+
+def test_dockerignore_excludes_files(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {
+        "Dockerfile": "FROM busybox\nCOPY . /ctx/\nCMD find /ctx\n",
+        ".dockerignore": "# comments and blank lines are skipped\n\nsecret.txt\nlogs\n*.tmp\n!keep.tmp\n",
+        "keep.txt": "k\n", "secret.txt": "s\n", "logs/a.log": "l\n", "x.tmp": "t\n", "keep.tmp": "kt\n",
+        "sub/inner.txt": "i\n",
+    })
+    _ok_build(daemon, ctx, "-t", "ignored")
+    listed = sorted(daemon.ok("run", "--rm", "ignored").split())
+    assert listed == ["/ctx", "/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/keep.tmp", "/ctx/keep.txt", "/ctx/sub",
+                      "/ctx/sub/inner.txt"]
+
+
+def test_add_extracts_a_local_tar_and_copy_does_not(daemon: Daemon, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("a/b.txt", b"inside\n"), ("c.txt", b"top\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.uid, info.gid, info.mode = len(data), 123, 456, 0o640
+            tar.addfile(info, io.BytesIO(data))
+    ctx = _context(tmp_path, {
+        "Dockerfile": "FROM busybox\nADD stuff.tar.gz /opt/\nCOPY stuff.tar.gz /raw/\nADD plain.txt /opt/plain\n"
+                      "CMD cat /opt/a/b.txt /opt/c.txt /opt/plain; stat -c '%u:%g %a' /opt/c.txt; ls /raw\n",
+        "stuff.tar.gz": buf.getvalue(), "plain.txt": "plain\n",
+    })
+    _ok_build(daemon, ctx, "-t", "added")
+    assert daemon.ok("run", "--rm", "added") == "inside\ntop\nplain\n123:456 640\nstuff.tar.gz\n"
+
+
+def test_onbuild_shell_volume_scratch_and_target(daemon: Daemon, tmp_path: Path) -> None:
+    base = _context(tmp_path / "base", {
+        "Dockerfile": "FROM busybox\nONBUILD RUN echo triggered > /trig\nONBUILD COPY hello /hello\n",
+    })
+    _ok_build(daemon, base, "-t", "onbase")
+    assert _image_inspect(daemon, "onbase")["Config"]["OnBuild"] == ["RUN echo triggered > /trig",
+                                                                    "COPY hello /hello"]
+    child = _context(tmp_path / "child", {
+        "Dockerfile": 'FROM onbase AS first\nSHELL ["/bin/sh", "-ec"]\nRUN echo "shell: $0" > /shell\n'
+                      "VOLUME /data\n"
+                      "FROM scratch AS bare\nCOPY --from=first /bin/busybox /bin/busybox\n"
+                      'CMD ["/bin/busybox", "echo", "from scratch"]\n'
+                      "FROM first\nCMD cat /trig /hello /shell\n",
+        "hello": "hello\n",
+    })
+    out = _ok_build(daemon, child, "-t", "onchild")
+    assert "# Executing 2 build triggers" in out
+    assert daemon.ok("run", "--rm", "onchild") == "triggered\nhello\nshell: /bin/sh\n"
+    info = _image_inspect(daemon, "onchild")
+    assert info["Config"]["Volumes"] == {"/data": {}} and info["Config"]["Shell"] == ["/bin/sh", "-ec"]
+    assert "OnBuild" not in info["Config"]                      # triggers are not inherited
+    _ok_build(daemon, child, "--target", "bare", "-t", "bare")
+    assert daemon.ok("run", "--rm", "bare") == "from scratch\n"
+    assert len(_image_inspect(daemon, "bare")["RootFS"]["Layers"]) == 1
+    out = _build(daemon, child, "--target", "nonesuch")
+    assert out.returncode == 1 and "target stage 'nonesuch' could not be found" in out.stderr
+
+
+def test_intermediate_images_only_with_all(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nENV A=1\nRUN echo x > /x\nCMD [\"cat\", \"/x\"]\n"})
+    final = _built_id(_ok_build(daemon, ctx, "-t", "layered:1"))
+    shown = {i["Id"].removeprefix("sha256:")[:12] for i in daemon.json_lines("images")}
+    every = {i["Id"].removeprefix("sha256:")[:12] for i in daemon.json_lines("images", "-a")}
+    assert final in shown and len(shown) == 2                          # busybox and layered:1
+    assert shown < every and len(every - shown) == 2                   # the ENV and RUN steps' images
+    assert daemon.json_lines("images", "--filter", "dangling=true") == []   # intermediates are not dangling
