@@ -49,11 +49,8 @@ from .errors import SpawnError
 from .spawn import (
     NAMESPACE_FLAGS,
     Child,
-    _become_user,
     _close_inherited_fds,
-    _environ,
-    find_executable,
-    home_of,
+    become,
     run_child,
     start_child,
 )
@@ -137,16 +134,4 @@ def _set_up_exec(init_pidfd: int, flags: int, process: Process) -> tuple[str, di
                          exit_code=126) from exc
     if process.user.umask is not None:
         os.umask(process.user.umask)
-    env = _environ(process)
-    if "HOME" not in env:
-        env["HOME"] = home_of(process.user.uid)          # the container's /etc/passwd (runc)
-    _become_user(process)
-    path = find_executable(process.args[0], env.get("PATH"))
-    if process.no_new_privileges:
-        _syscalls.set_no_new_privs()
-    # Python ignores SIGPIPE and SIGXFSZ, the spawner SIGINT; ignored signals survive execve(2)
-    # (^C in a container's terminal would do nothing).
-    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    return path, env
+    return become(process)

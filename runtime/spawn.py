@@ -469,6 +469,16 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
         os.chdir(process.cwd)
     except OSError as exc:
         raise SpawnError(f"cannot chdir to {process.cwd}: {exc.strerror}") from exc
+    return become(process)
+
+
+def become(process: Process) -> tuple[str, dict[str, str]]:
+    """The last steps before execve, for an init and an exec alike: the environment, the user
+    and its capabilities, no_new_privs, default signal dispositions; the binary's path.
+
+    Raises:
+        SpawnError: the command cannot be found (127) or the user not set.
+    """
     env = _environ(process)
     if "HOME" not in env:
         # SPEC: silent; runc sets the user's home from the container's /etc/passwd, or "/".

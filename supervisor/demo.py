@@ -58,7 +58,9 @@ corral is supervising {services.relative_to(REPO)} (daemon pid {daemon.pid}, soc
   watch the containers:  .venv/bin/corral ps -a
   watch every event:     .venv/bin/corral events --since 0
   one container:         .venv/bin/corral inspect corral-demo-worker-1
-  its output:            the LogPath of `corral inspect corral-demo-web-1`
+  its output:            .venv/bin/corral logs -f -t corral-demo-worker-1
+  live resource use:     .venv/bin/corral stats
+  metrics (Prometheus):  curl -s 127.0.0.1:9323/metrics | grep corral-demo
   reload after editing:  kill -HUP {daemon.pid}
 
 Ctrl-C stops the daemon and, gracefully, every container.

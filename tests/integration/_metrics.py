@@ -6,8 +6,10 @@ hold it) and is closed by its fixture whatever the test did.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,10 +54,11 @@ def container_series(text: str, **labels: str) -> list[str]:
             for s in f.samples if all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-@pytest.fixture(name="metrics_daemon")
-def metrics_daemon_fixture(tmp_path: Path, cgroup_parent: str):
+@contextlib.contextmanager
+def metrics_daemon_on(tmp_path: Path, cgroup_parent: str, *extra_args: str) -> Iterator[Daemon]:
+    """A started daemon serving /metrics on a free port (``d.metrics_port``), busybox bootstrapped."""
     port = free_port()
-    d = Daemon(tmp_path, cgroup_parent, "--metrics-addr", f"127.0.0.1:{port}")
+    d = Daemon(tmp_path, cgroup_parent, "--metrics-addr", f"127.0.0.1:{port}", *extra_args)
     d.metrics_port = port
     d.start()
     try:
@@ -63,6 +66,12 @@ def metrics_daemon_fixture(tmp_path: Path, cgroup_parent: str):
         yield d
     finally:
         d.close()
+
+
+@pytest.fixture(name="metrics_daemon")
+def metrics_daemon_fixture(tmp_path: Path, cgroup_parent: str):
+    with metrics_daemon_on(tmp_path, cgroup_parent) as d:
+        yield d
 
 
 def cgroup_of(d: Daemon, cid: str):

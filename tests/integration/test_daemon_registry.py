@@ -380,12 +380,9 @@ def test_pull_an_image_umoci_made_and_skopeo_pushed(daemon: Daemon, registry: Re
 
 
 def test_pulls_are_counted_on_metrics(tmp_path: Path, cgroup_parent: str, registry: Registry) -> None:
-    from ._metrics import samples, scrape
-    port = free_port()
-    d = Daemon(tmp_path, cgroup_parent, "--metrics-addr", f"127.0.0.1:{port}")
-    d.start()
-    try:
-        d.ok("image", "bootstrap", "busybox")
+    from ._metrics import metrics_daemon_on, samples, scrape
+    with metrics_daemon_on(tmp_path, cgroup_parent) as d:
+        port = d.metrics_port
         ref = f"{registry.host}/counted/bb:1"
         d.ok("tag", "busybox", ref)
         d.ok("push", ref)
@@ -399,5 +396,3 @@ def test_pulls_are_counted_on_metrics(tmp_path: Path, cgroup_parent: str, regist
         assert samples(text, "corral_image_pulls_total", result="failure") == [1]
         (downloaded,) = samples(text, "corral_image_pull_bytes_total")
         assert layer_size <= downloaded < 2 * layer_size             # one layer (a tar of it) and a config, once
-    finally:
-        d.close()

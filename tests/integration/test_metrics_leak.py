@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from ._daemon import Daemon
-from ._metrics import container_series, free_port, samples, scrape
+from ._metrics import container_series, metrics_daemon_on, samples, scrape
 
 pytestmark = pytest.mark.root
 COUNT = int(os.environ.get("CORRAL_LEAK_CONTAINERS", "10000"))
@@ -34,15 +34,8 @@ IN_FLIGHT = 16
 
 @pytest.fixture(name="leak_daemon")
 def leak_daemon_fixture(tmp_path: Path, cgroup_parent: str):
-    port = free_port()
-    d = Daemon(tmp_path, cgroup_parent, "--metrics-addr", f"127.0.0.1:{port}", "--metrics-label", "tier")
-    d.metrics_port = port
-    d.start()
-    try:
-        d.ok("image", "bootstrap", "busybox")
+    with metrics_daemon_on(tmp_path, cgroup_parent, "--metrics-label", "tier") as d:
         yield d
-    finally:
-        d.close()
 
 
 async def _cycle(sock: str, count: int) -> list[int]:
