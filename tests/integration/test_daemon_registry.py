@@ -396,3 +396,33 @@ def test_pulls_are_counted_on_metrics(tmp_path: Path, cgroup_parent: str, regist
         assert samples(text, "corral_image_pulls_total", result="failure") == [1]
         (downloaded,) = samples(text, "corral_image_pull_bytes_total")
         assert layer_size <= downloaded < 2 * layer_size             # one layer (a tar of it) and a config, once
+
+
+def test_build_push_pull_run_and_zstd_layers_through_skopeo(daemon: Daemon, registry: Registry,
+                                                            tmp_path: Path) -> None:
+    d = daemon
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text('FROM busybox\nRUN echo built-here > /built\nCMD ["cat", "/built"]\n')
+    ref = f"{registry.host}/built/app:1"
+    d.ok("build", "-q", "-t", ref, str(ctx))
+    d.ok("push", ref)
+    # skopeo copies what we pushed (to an OCI layout) ...
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{tmp_path / 'copied'}:app")
+    assert (tmp_path / "copied" / "index.json").exists()
+    d.ok("rmi", ref)
+    d.ok("pull", ref)
+    assert d.ok("run", "--rm", ref).strip() == "built-here"
+    # ... and pushes it, zstd-compressed, to a second registry (one that has none of
+    # its blobs, so skopeo cannot reuse the plain ones), which we pull and run.
+    other = Registry(tmp_path)
+    try:
+        zstd_ref = f"{other.host}/built/app:zstd"
+        skopeo("copy", "--dest-tls-verify=false", "--format", "oci", "--dest-compress-format", "zstd",
+               "--dest-compress", f"oci:{tmp_path / 'copied'}:app", f"docker://{zstd_ref}")
+        layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{zstd_ref}"))["layers"]
+        assert all(layer["mediaType"].endswith("+zstd") for layer in layers), layers
+        d.ok("pull", zstd_ref)
+        assert d.ok("run", "--rm", zstd_ref).strip() == "built-here"
+    finally:
+        other.close()
