@@ -36,6 +36,7 @@ from .config import KEYS, ConfigError, apply_config, given_dests, read_config
 from .engine import Engine, server_version
 from .errors import CorralError, InvalidRequest
 from .events import EventBus
+from .execs import stream_exec_output
 from .journal import Journal
 from .metrics_server import (
     DEFAULT_METRICS_ADDR,
@@ -43,7 +44,6 @@ from .metrics_server import (
     parse_metrics_addr,
     serve_metrics,
 )
-from .execs import stream_exec_output
 from .rpc_server import Methods, serve_unix
 from .services import ServiceManager, parse_project, read_project
 from .state import StateStore

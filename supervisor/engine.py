@@ -36,11 +36,11 @@ and must not create directories, so the Engine rewrites the binds first.
 
 from __future__ import annotations
 
+import datetime
+import fnmatch
 import json
 import logging
 import math
-import fnmatch
-import datetime
 import os
 import platform
 import posixpath
@@ -93,8 +93,8 @@ from .errors import (
 )
 from .events import EventBus
 from .execs import Execs, find_init_binary
-from .health import HealthMonitors
 from .files import Archive, Files, SpooledDownload
+from .health import HealthMonitors
 from .logs import LogQuery, log_config_of, log_path_for, make_query, read_logs
 from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
@@ -978,7 +978,8 @@ class Engine:
         except ImageError as exc:
             raise InvalidRequest(f"save: {exc}") from None
         for ref in refs:
-            await self.bus.publish("image", "save", self.images.get(ref).id, {"name": ref})
+            image = await trio.to_thread.run_sync(self.images.get, ref)
+            await self.bus.publish("image", "save", image.id, {"name": ref})
         return self.files.open_download(SpooledDownload(f))
 
     async def image_load(self, transfer: str) -> list[str]:
@@ -1036,7 +1037,8 @@ class Engine:
         async for message in self._registry_call(box, registry.push, self.images, name, self.registry_settings,
                                                  credentials=_credentials(auth)):
             yield message
-        await self.bus.publish("image", "push", self.images.get(name).id, {"name": name})
+        image = await trio.to_thread.run_sync(self.images.get, name)
+        await self.bus.publish("image", "push", image.id, {"name": name})
 
     async def image_search(self, term: str, *, registry_host: str, limit: int = 25,
                            auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
