@@ -1146,9 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
     result["skipped"] = skipped
     result["problems"] = problems
     result["wall_s"] = round(time.monotonic() - started, 1)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "daemon.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "daemon.md").write_text(render_markdown(result))
+    rt.write_results(args.results, "daemon", result, render_markdown(result))
 
     print(render_markdown(result))
     print(f"wrote {args.results / 'daemon.json'} and {args.results / 'daemon.md'} ({result['wall_s']} s)")

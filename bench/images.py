@@ -25,7 +25,6 @@ Results: bench/results/images.md and .json. ``--no-docker`` runs corral alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -289,10 +288,8 @@ def main(argv: list[str] | None = None) -> int:
               "size_mb": args.size_mb, "rows": rows, "builds": builds, "runs": args.runs, "skipped": skipped, "problems": problems,
               "environment": {"kernel": os.uname().release, "cpus": os.cpu_count(),
                               "load average before / after": f"{load_before} / {rt._loadavg()}"}}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "images.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
-    (args.results / "images.md").write_text(md)
+    rt.write_results(args.results, "images", result, md)
     print(md)
     return 0 if not problems else 1
 

@@ -30,7 +30,6 @@ something behind.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -316,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     result["skipped"] = skipped
     result["problems"] = problems
     result["wall_s"] = round(time.monotonic() - started, 1)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "logs.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "logs.md").write_text(render_markdown(result))
+    rt.write_results(args.results, "logs", result, render_markdown(result))
     print(render_markdown(result))
     print(f"wrote {args.results / 'logs.json'} and {args.results / 'logs.md'} ({result['wall_s']} s)")
     return 1 if problems else 0

@@ -23,7 +23,6 @@ the targets. Results: bench/results/metrics.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -256,10 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                         "load average (1/5/15 min) before / after": f"{load_before} / {rt._loadavg()}"},
         "problems": problems,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render_markdown(result)
-    (args.results / "metrics.md").write_text(md)
+    rt.write_results(args.results, "metrics", result, md)
     print(md)
     return 0 if not problems else 1
 

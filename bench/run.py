@@ -485,6 +485,13 @@ def _version(argv: list[str]) -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
+def write_results(directory: Path, name: str, result: dict, markdown: str) -> None:
+    """``directory/name.json`` (every figure) and ``directory/name.md`` (the table people read)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (directory / f"{name}.md").write_text(markdown)
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -653,9 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     result["problems"] = bench.problems
     result["wall_s"] = round(time.monotonic() - started, 1)
 
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "runtime.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "runtime.md").write_text(render_markdown(result))
+    write_results(args.results, "runtime", result, render_markdown(result))
 
     print("\n".join(render_table(result["stats"])))
     print()
