@@ -481,13 +481,7 @@ def _json(data: bytes, what: str) -> Any:
 
 def _drop_new_blobs(store: ImageStore, before: set[str], records) -> None:
     """Delete blobs this load wrote that no image references (rule 2)."""
-    used: set[str] = set()
-    for record in records.values():
-        used.update({record.id, record.manifest})
-        try:
-            used.update(layer.digest for layer in parse_manifest(store.content.read_blob(record.manifest)).layers)
-        except (ImageFormatError, HostError):
-            continue
+    used, _ = store.referenced(records, strict=False)
     for digest in set(store.content.digests()) - before - used:
         store.content.delete_blob(digest)
 

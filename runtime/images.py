@@ -446,16 +446,8 @@ class ImageStore:
         """
         now = time.time()
         with self.index.transaction() as records:
-            blobs: set[str] = set()
-            chains: set[str] = set()
-            for r in records.values():
-                blobs.update((r.id, r.manifest))
-                try:
-                    blobs.update(layer.digest for layer in parse_manifest(self.content.read_blob(r.manifest)).layers)
-                    chains.update(parse_digest(c)[1] for c in
-                                  chain_ids(parse_image_config(self.content.read_blob(r.id)).diff_ids))
-                except (HostError, ImageFormatError):
-                    continue            # a corrupt image keeps what it has; rmi removes it
+            blobs, chain_digests = self.referenced(records, strict=False)
+            chains = {parse_digest(c)[1] for c in chain_digests}
             gone_blobs = []
             for digest in list(self.content.digests()):
                 if digest not in blobs and now - _mtime(self.content.blob_path(digest)) >= grace_s:
@@ -553,15 +545,33 @@ class ImageStore:
         if tag not in record.tags:
             records[image_id] = replace(record, tags=(*record.tags, tag))
 
+    def referenced(self, records: dict[str, ImageRecord], *, strict: bool = True) -> tuple[set[str], set[str]]:
+        """What ``records`` keep alive: (blob digests: configs, manifests, layers; chain ids).
+
+        ``strict``: a manifest or config that cannot be read raises. Otherwise it is
+        skipped, and the image keeps only what could be read of it (its id and
+        manifest always, its layers if its manifest reads): the garbage collector
+        must not stop at one broken image; rmi removes that one.
+
+        Raises:
+            HostError, ImageFormatError: with ``strict``, a record that cannot be read.
+        """
+        blobs: set[str] = set()
+        chains: set[str] = set()
+        for r in records.values():
+            blobs.update((r.id, r.manifest))
+            try:
+                blobs.update(layer.digest for layer in parse_manifest(self.content.read_blob(r.manifest)).layers)
+                chains.update(chain_ids(parse_image_config(self.content.read_blob(r.id)).diff_ids))
+            except (HostError, ImageFormatError):
+                if strict:
+                    raise
+        return blobs, chains
+
     def _delete_unused(self, gone: ImageRecord, remaining: dict[str, ImageRecord]) -> None:
         manifest = parse_manifest(self.content.read_blob(gone.manifest))
         config = parse_image_config(self.content.read_blob(gone.id))
-        used_blobs: set[str] = set()
-        used_chains: set[str] = set()
-        for record in remaining.values():
-            other = parse_manifest(self.content.read_blob(record.manifest))
-            used_blobs.update({record.id, record.manifest, *(layer.digest for layer in other.layers)})
-            used_chains.update(chain_ids(parse_image_config(self.content.read_blob(record.id)).diff_ids))
+        used_blobs, used_chains = self.referenced(remaining)
         for chain in chain_ids(config.diff_ids):
             if chain not in used_chains:
                 self.delete_snapshot(self.snapshot_dir(chain))

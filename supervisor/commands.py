@@ -703,10 +703,7 @@ async def cmd_volume(client, args) -> int:
 
 
 async def cmd_images(client, args) -> int:
-    filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, _, value = f.partition("=")
-        filters.setdefault(key, []).append(value)
+    filters = _filters(args.filter)
     rows = await client.call("image.list", all=args.all, filters=filters)
     if args.format == "json":
         for r in rows:
@@ -809,10 +806,7 @@ async def cmd_image(client, args) -> int:
 
 
 async def cmd_events(client, args) -> int:
-    filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, _, value = f.partition("=")
-        filters.setdefault(key, []).append(value)
+    filters = _filters(args.filter)
     async with client.stream("system.events", filters=filters, since=args.since, until=args.until) as events:
         async for e in events:
             if args.format == "json":

@@ -54,21 +54,14 @@ def _short(image_id: str, no_trunc: bool) -> str:
 
 
 async def cmd_image_prune(client, args) -> int:
-    from .commands import _size
+    from .commands import _filters, _size   # not at the top: commands imports this module
 
     if not args.force and sys.stdin.isatty():
         what = "all images without at least one container associated to them" if args.all else "all dangling images"
         answer = input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return 0
-    filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, _, value = f.partition("=")
-        if key.endswith("!"):
-            filters.setdefault(key, []).append(value)
-        else:
-            filters.setdefault(key, []).append(value)
-    result = await client.call("image.prune", all=args.all, filters=filters)
+    result = await client.call("image.prune", all=args.all, filters=_filters(args.filter))
     deleted = result.get("ImagesDeleted") or []
     if deleted:
         print("Deleted Images:")
@@ -81,7 +74,7 @@ async def cmd_image_prune(client, args) -> int:
 
 
 async def cmd_system(client, args) -> int:
-    from .commands import _size
+    from .commands import _print_table, _size
 
     df = await client.call("system.df")
     if args.format == "json":
@@ -101,7 +94,6 @@ async def cmd_system(client, args) -> int:
     volumes = df["Volumes"]
     volume_size = sum(v["UsageData"]["Size"] for v in volumes)
     volume_unused = sum(v["UsageData"]["Size"] for v in volumes if not v["UsageData"]["RefCount"])
-    from .commands import _print_table
     _print_table([("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
                   row("Images", images, sum(1 for i in images if i.get("Containers")), image_size, image_unused),
                   row("Containers", containers, sum(1 for c in containers if c.get("State") == "running"),

@@ -41,6 +41,7 @@ from protocols.distribution import (
     ACCEPT_MANIFESTS,
     MAX_MANIFEST,
     DistributionError,
+    RemoteRef,
     Repository,
     next_link,
     parse_challenge,
@@ -112,10 +113,11 @@ class Credentials:
 class _Session:
     """One repository on one registry: an httpx client and the token its challenges gave."""
 
-    def __init__(self, repo: Repository, credentials: Credentials | None, actions: tuple[str, ...]) -> None:
+    def __init__(self, repo: Repository, credentials: Credentials | None, access: str) -> None:
+        """``access``: the token scope to ask for (``repository:NAME:pull,push``; "" for none)."""
         self.repo = repo
         self._credentials = credentials
-        self._scope = scope(repo.name, *actions)
+        self._scope = access
         self._authorization: str | None = None
         self._lock = threading.Lock()
         self.http = httpx.Client(timeout=TIMEOUT, verify=repo.secure, follow_redirects=True)
@@ -225,7 +227,7 @@ def pull(store: ImageStore, text: str, settings: Settings, progress: Progress,
     ref = parse_remote(text)
     last: RegistryError | None = None
     for repo in repositories(ref, mirrors=settings.mirrors, insecure=settings.insecure):
-        session = _Session(repo, credentials, ("pull",))
+        session = _Session(repo, credentials, scope(repo.name, "pull"))
         try:
             return _pull_from(store, session, ref, progress)
         except (Unreachable, NotFound) as exc:
@@ -351,7 +353,7 @@ def push(store: ImageStore, text: str, settings: Settings, progress: Progress,
     tag = f"{ref.name}:{ref.tag}"
     image = store.get(tag)
     (repo,) = repositories(ref, insecure=settings.insecure)[-1:]
-    session = _Session(repo, credentials, ("pull", "push"))
+    session = _Session(repo, credentials, scope(repo.name, "pull", "push"))
     try:
         body = store.content.read_blob(image.manifest_digest)
         manifest = parse_manifest(body)
@@ -420,13 +422,18 @@ def _read_chunks(f, d: Descriptor, short: str, progress: Progress, quiet: bool) 
 # ---------------------------------------------------------------- search, login
 
 
+def _server_session(server: str, settings: Settings, credentials: Credentials | None, access: str) -> _Session:
+    """A session with a registry as a whole (``/v2/``, the catalog), not one of its repositories."""
+    root = registry_root(server, insecure=settings.insecure)
+    return _Session(Repository(root.split("://", 1)[1].split("/", 1)[0], "", root.startswith("https")),
+                    credentials, access)
+
+
 def search(term: str, registry: str, settings: Settings, credentials: Credentials | None = None,
            limit: int = 25) -> list[dict[str, Any]]:
     """``docker search`` through the registry's ``/v2/_catalog``: repositories whose name contains ``term``."""
-    root = registry_root(registry, insecure=settings.insecure)
-    repo = Repository(root.split("://", 1)[1].split("/", 1)[0], "", root.startswith("https"))
-    session = _Session(repo, credentials, ())
-    session._scope = "registry:catalog:*"
+    session = _server_session(registry, settings, credentials, "registry:catalog:*")
+    root = session.repo.root
     names: list[str] = []
     url: str | None = f"{root}_catalog?n=1000"
     try:
@@ -452,11 +459,9 @@ def check_login(server: str, settings: Settings, credentials: Credentials) -> No
     Raises:
         Unauthorized: it does not. RegistryError: it cannot be asked.
     """
-    root = registry_root(server, insecure=settings.insecure)
-    repo = Repository(root.split("://", 1)[1].split("/", 1)[0], "", root.startswith("https"))
-    session = _Session(repo, credentials, ())
+    session = _server_session(server, settings, credentials, "")
     try:
-        response = session.request("GET", root)
+        response = session.request("GET", session.repo.root)
         if response.status_code != 200:
             raise _fail(response, f"login to {server}")
     finally:
