@@ -65,14 +65,30 @@ class ExitStatus:
     core_dumped: bool = False
 
     @property
+    def unknown(self) -> bool:
+        """Neither: the process ended while nobody who could tell was watching."""
+        return self.code is None and self.signal is None
+
+    @property
     def exit_code(self) -> int:
-        """The shell's convention: the code, or 128 + the signal number."""
+        """The shell's convention: the code, or 128 + the signal number; 255 when unknown (moby's)."""
+        if self.unknown:
+            return 255
         return self.code if self.signal is None else 128 + self.signal
 
     def __str__(self) -> str:
+        if self.unknown:
+            return "exit status unknown"
         if self.signal is not None:
             return f"killed by signal {signal.Signals(self.signal).name}" + (" (core dumped)" if self.core_dumped else "")
         return f"exit status {self.code}"
+
+
+def exit_status_of_wait(status: int) -> ExitStatus:
+    """From a waitpid(2)-style status word (what PIDFD_GET_INFO reports)."""
+    if os.WIFSIGNALED(status):
+        return ExitStatus(signal=os.WTERMSIG(status), core_dumped=os.WCOREDUMP(status))
+    return ExitStatus(code=os.WEXITSTATUS(status))
 
 
 def exit_status_of(result: os.waitid_result) -> ExitStatus:
@@ -86,12 +102,18 @@ class Child:
 
     Signals go through the pidfd and the exit status comes from
     ``waitid(P_PIDFD)``, so neither can reach a process that reused the PID.
+
+    An *adopted* child (``adopted=True``: a container a previous daemon started,
+    re-adopted after a restart) is not ours to reap: whoever inherited it reaps
+    it, and its status is read from the pidfd afterwards (``PIDFD_GET_INFO``,
+    Linux 6.15+). On older kernels that status is unknown (``ExitStatus()``).
     """
 
-    def __init__(self, pid: int, pidfd: int, sync: socket.socket | None = None) -> None:
+    def __init__(self, pid: int, pidfd: int, sync: socket.socket | None = None, *, adopted: bool = False) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self._sync = sync
+        self.adopted = adopted
 
     def send_signal(self, signum: int) -> None:
         """Signal the init; a no-op once it has exited (pidfd_send_signal ESRCH)."""
@@ -126,7 +148,12 @@ class Child:
         return sync
 
     def poll(self) -> ExitStatus | None:
-        """The exit status if the init has exited (and reap it), else None. Never blocks."""
+        """The exit status if the init has exited (and reap it), else None. Never blocks.
+
+        Adopted: None also while it has exited but waits, a zombie, for its reaper.
+        """
+        if self.adopted:
+            return reaped_status(self.pidfd)
         result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
         return exit_status_of(result) if result is not None else None
 
@@ -174,6 +201,19 @@ def open_pidfd(pid: int, start_time: int) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def reaped_status(pidfd: int) -> ExitStatus | None:
+    """How the process behind ``pidfd`` ended, once someone reaped it; None before.
+
+    ``ExitStatus()`` (unknown, exit code 255) where the kernel cannot say (before 6.15)
+    and the process is gone.
+    """
+    try:
+        status = _syscalls.pidfd_exit_info(pidfd)
+    except OSError:
+        return ExitStatus() if process_exited(pidfd) else None
+    return exit_status_of_wait(status) if status is not None else None
 
 
 def process_exited(pidfd: int) -> bool:
@@ -242,6 +282,9 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
             spawner uses it so the daemon is the init's parent. We can then
             not reap it; on a failed start it is killed and left to the parent.
         stdio: file descriptors to become the init's 0, 1 and 2; None keeps ours.
+            With ``process.terminal`` the first is a pty slave, and the third
+            may be the devpts instance it belongs to (a directory: ``terminal.open_devpts``):
+            the init mounts that at /dev/pts, and its 1 and 2 are the terminal too.
 
     Returns:
         The ``Child``. Without ``exec_fifo``, call ``wait_exec()`` to learn whether exec succeeded.
@@ -256,9 +299,12 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
     sources = cgroup.mount_sources() if cgroup is not None else []
     fresh = bool(spec.namespace("cgroup")) and len(sources) == 1 and sources[0][0] == ""
     pid_ns = spec.namespace("pid")
+    devpts = None
+    if stdio is not None and spec.process.terminal and stat.S_ISDIR(os.fstat(stdio[2]).st_mode):
+        devpts, stdio = stdio[2], (stdio[0], stdio[0], stdio[0])     # runtime/terminal.py rule 1
     try:
         return start_child(
-            lambda sync: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh),
+            lambda sync: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh, devpts=devpts),
             flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
             clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init",
             controlling_terminal=spec.process.terminal and stdio is not None)
@@ -393,9 +439,9 @@ class _pid_namespace_of:
 
 
 def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: int | None,
-              cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool) -> None:
-    run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh), spec.process.args,
-              fifo_fd=fifo_fd)
+              cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool, *, devpts: int | None = None) -> None:
+    run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh, devpts=devpts),
+              spec.process.args, fifo_fd=fifo_fd)
 
 
 def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: int | None = None) -> None:
@@ -432,7 +478,8 @@ def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: in
         os._exit(code)
 
 
-def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bool) -> tuple[str, dict[str, str]]:
+def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bool, *,
+            devpts: int | None = None) -> tuple[str, dict[str, str]]:
     """Everything between "go" and "ready"; returns the binary to exec and its environment."""
     process = spec.process
     _close_inherited_fds()
@@ -449,7 +496,8 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
     cgroup_ns = spec.namespace("cgroup")
     if cgroup_ns is not None and cgroup_ns.path is None:
         _syscalls.unshare(_syscalls.CLONE_NEWCGROUP)
-    rootfs.mount_rootfs(spec, root, bundle=bundle, cgroup_sources=cgroup_sources, cgroup_fresh=cgroup_fresh)
+    rootfs.mount_rootfs(spec, root, bundle=bundle, cgroup_sources=cgroup_sources, cgroup_fresh=cgroup_fresh,
+                        devpts=devpts)
     rootfs.pivot_to(root)
     for key, value in spec.sysctl.items():
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
