@@ -13,6 +13,8 @@ Rules:
 
 from __future__ import annotations
 
+import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Protocol
@@ -23,6 +25,14 @@ from runtime import cgroups
 from runtime.errors import CgroupError
 from runtime.spawn import Child, ExitStatus
 from runtime.spawner import Spawner
+
+from .keeper import KeeperClient, KeeperError
+
+log = logging.getLogger("corral.host")
+
+# An adopted child's exit: how long its new parent (the host's init) may take to reap it
+# before its status is "unknown". systemd reaps at once; some inits poll every few seconds.
+REAP_WAIT_S = 60.0
 
 
 class Host(Protocol):
@@ -96,11 +106,18 @@ class LinuxHost:
         child.wait_exec()            # readable: EOF or the error message, no blocking
 
     async def wait_exit(self, child: Child) -> ExitStatus:
-        while True:
-            await trio.lowlevel.wait_readable(child.pidfd)   # readable once it exited
-            status = child.poll()
-            if status is not None:
-                return status
+        """How the child ended. An adopted one (not ours to reap) is readable once it exited and
+        tells its status once its new parent reaped it: we poll for that, bounded."""
+        await trio.lowlevel.wait_readable(child.pidfd)       # readable once it exited
+        delay, waited = 0.001, 0.0
+        while (status := child.poll()) is None:
+            if waited >= REAP_WAIT_S:
+                log.warning("pid %d exited but nobody reaped it in %.0f s: exit status unknown", child.pid, waited)
+                return ExitStatus()
+            await trio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.25)
+        return status
 
     def send_signal(self, child: Child, signum: int) -> None:
         child.send_signal(signum)
@@ -155,3 +172,47 @@ async def open_linux_host() -> AsyncIterator[LinuxHost]:
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(spawner.close)
+
+
+class KeeperLink:
+    """``task.Keep`` over the keeper (keeper.py): its blocking calls in worker threads.
+
+    A keeper that fails is logged and forgotten: containers run on, they only
+    lose what the keeper gives them (outliving the daemon with their output).
+    """
+
+    def __init__(self, client: KeeperClient) -> None:
+        self._client: KeeperClient | None = client
+        self._limiter = trio.CapacityLimiter(1)     # one socket: one call at a time anyway
+
+    @property
+    def alive(self) -> bool:
+        """False once a call failed: nothing is held from then on."""
+        return self._client is not None
+
+    async def hold(self, c, child: Child, fds: dict[str, int]) -> None:
+        try:
+            if self._client is None:
+                return
+            settings = None if c.log_path is None else {
+                "path": c.log_path, "max_size": c.log_config.max_size_bytes, "max_files": c.log_config.max_files}
+            await self._call(self._client.hold, c.id, child.pid, {"pidfd": child.pidfd, **fds}, settings)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    async def release(self, c) -> None:
+        if self._client is not None:
+            await self._call(self._client.release, c.id)
+
+    async def _call(self, fn, *args) -> None:
+        try:
+            await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except KeeperError as exc:
+            log.error("%s; containers will not outlive this daemon", exc)
+            self._client = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

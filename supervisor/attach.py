@@ -47,6 +47,7 @@ Rejected designs:
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 from collections.abc import AsyncIterator
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from protocols.jsonlog import LogConfig
-from runtime.terminal import open_pty, set_window_size
+from runtime.terminal import open_container_pts, open_devpts, open_pty, set_window_size
 
 from .errors import Conflict, InvalidRequest, Unavailable
 from .logs import Capture
@@ -64,6 +65,7 @@ from .logs import Capture
 if TYPE_CHECKING:
     from .engine import Engine
 
+log = logging.getLogger("corral.attach")
 MAX_BEHIND_BYTES = 8 << 20        # rule 1: an attached client's queue before it is cut off
 STDIN_CHUNK_MAX = 1 << 19         # a client's chunk (the request frame limit is 1 MiB)
 
@@ -86,6 +88,16 @@ class ProcessInput:
     @property
     def closed(self) -> bool:
         return self._fd < 0
+
+    def keepable(self) -> int | None:
+        """A copy of the stdin pipe's write end for the keeper (keeper.py), or None.
+
+        Only for stdin that stays open (``-i`` without StdinOnce): a copy held
+        elsewhere would keep a StdinOnce container from ever seeing EOF.
+        """
+        if self.tty or not self.stdin or self.stdin_once or self._fd < 0:
+            return None
+        return os.dup(self._fd)
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data`` (rule 4); nothing when stdin is closed or the process stopped reading."""
@@ -157,6 +169,8 @@ class ContainerStreams:
         self.open_stdin = False
         self.stdin_once = False
         self.console_size: tuple[int, int] = (0, 0)
+        # The options of the spec's devpts at /dev/pts: the terminal's instance is made with them.
+        self.devpts_options: tuple[str, ...] | None = None
         self.input: ProcessInput | None = None
         self._subscribers: set[Subscriber] = set()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -169,13 +183,16 @@ class ContainerStreams:
         self.stdin_once = bool(body.get("StdinOnce"))
         size = process.get("consoleSize") or {}
         self.console_size = (int(size.get("height") or 0), int(size.get("width") or 0))
+        self.devpts_options = next((tuple(m.get("options") or ()) for m in config.get("mounts") or ()
+                                    if m.get("destination") == "/dev/pts" and m.get("type") == "devpts"), None)
 
     # -- a run (task.py) --
 
     def open_run(self, log_path: str | None,
                  log_config: LogConfig) -> tuple[Capture | None, tuple[int, int, int], list[int]]:
         """The capture (None: output to /dev/null), the init's stdio, and our copies of its ends to close once
-        it is spawned.
+        it is spawned. With a terminal the stdio is the pty slave twice and then its devpts instance, which
+        the init mounts at /dev/pts (``runtime.spawn.spawn_init``), or the slave three times.
 
         Also makes ``input`` for this run. Call from trio.
 
@@ -185,7 +202,22 @@ class ContainerStreams:
         self._token = trio.lowlevel.current_trio_token()
         on_output = self._on_output
         if self.tty:
-            master, slave = open_pty(rows=self.console_size[0], cols=self.console_size[1])
+            # In a devpts instance of its own, which the init mounts at /dev/pts, so the
+            # terminal is /dev/pts/0 in there (runtime/terminal.py rule 1); else the host's.
+            devpts = -1
+            if self.devpts_options is not None:
+                try:
+                    devpts = open_devpts(self.devpts_options)
+                except OSError as exc:
+                    log.warning("no devpts instance for the container's terminal (%s): it gets one of the "
+                                "host's, which has no name inside the container", exc)
+            try:
+                master, slave = open_pty(rows=self.console_size[0], cols=self.console_size[1],
+                                         devpts=devpts if devpts >= 0 else None)
+            except BaseException:
+                if devpts >= 0:
+                    os.close(devpts)
+                raise
             try:
                 ours = os.dup(master)
                 try:
@@ -196,8 +228,12 @@ class ContainerStreams:
             except BaseException:
                 os.close(master)
                 os.close(slave)
+                if devpts >= 0:
+                    os.close(devpts)
                 raise
             self.input = ProcessInput(ours, tty=True, stdin=self.open_stdin)
+            if devpts >= 0:
+                return capture, (slave, slave, devpts), [slave, devpts]
             return capture, (slave, slave, slave), [slave]
         if log_path is None and not self.open_stdin:
             # SPEC: the none driver without -i/-t keeps the old /dev/null output (no copier
@@ -217,6 +253,32 @@ class ContainerStreams:
             capture.stop()
             raise
         return capture, (stdin_r, capture.stdout_w, capture.stderr_w), [stdin_r]
+
+    def adopt_run(self, log_path: str | None, log_config: LogConfig, fds: dict[str, int]) -> Capture | None:
+        """Like ``open_run``, for a run an earlier daemon started (--live-restore): the capture
+        and ``input`` from what the keeper kept (``fds``; taken). Call from trio.
+
+        Raises:
+            OSError: the log cannot be opened (``fds`` are closed).
+        """
+        self._token = trio.lowlevel.current_trio_token()
+        stdin = fds.pop("stdin", -1)
+        try:
+            if "tty" in fds:
+                self.input = ProcessInput(os.dup(fds["tty"]), tty=True, stdin=self.open_stdin)
+            elif stdin >= 0:
+                self.input = ProcessInput(stdin, tty=False, stdin=True, stdin_once=self.stdin_once)
+                stdin = -1
+            if not fds:
+                return None
+            return Capture.adopt(log_path, log_config, fds, on_output=self._on_output)
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        finally:
+            if stdin >= 0:
+                os.close(stdin)
 
     def run_ended(self) -> None:
         """The run's output is drained: stdin closes and every attached client's stream ends (rule 3)."""
@@ -364,15 +426,38 @@ async def exec_resize(engine: Engine, exec_id: str, h: int, w: int) -> None:
     stdin.resize(h, w)
 
 
-def exec_stdio(*, tty: bool, stdin: bool, rows: int = 0, cols: int = 0) -> tuple[ProcessInput | None, list[tuple[int, int]], tuple[int, int, int], list[int]]:
+def _exec_pty(init: Any, rows: int, cols: int) -> tuple[int, int]:
+    """An exec's pty pair in the container's own devpts (runtime/terminal.py rule 1), else the host's (rule 3)."""
+    if init is not None:
+        try:
+            devpts = open_container_pts(init.pid, init.pidfd)
+        except OSError as exc:
+            log.warning("exec terminal: cannot open /dev/pts of pid %d (%s): it gets one of the host's", init.pid, exc)
+        else:
+            try:
+                return open_pty(rows=rows, cols=cols, devpts=devpts)
+            except OSError as exc:
+                log.warning("exec terminal: no pty in /dev/pts of pid %d (%s): it gets one of the host's",
+                            init.pid, exc)
+            finally:
+                os.close(devpts)
+    return open_pty(rows=rows, cols=cols)
+
+
+def exec_stdio(*, tty: bool, stdin: bool, rows: int = 0, cols: int = 0,
+               init: Any = None) -> tuple[ProcessInput | None, list[tuple[int, int]], tuple[int, int, int], list[int]]:
     """An exec's stdio when a client is attached.
+
+    Args:
+        init: the container's running init (``Child``): a terminal is allocated in
+            its /dev/pts, so it has a name in the container; the host's without it.
 
     Returns:
         (input or None, our read ends as ``(fd, stream number)``, the child's 0/1/2,
         fds to close once it is spawned).
     """
     if tty:
-        master, slave = open_pty(rows=rows, cols=cols)
+        master, slave = _exec_pty(init, rows, cols)
         try:
             ours = os.dup(master)
         except BaseException:

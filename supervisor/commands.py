@@ -657,6 +657,7 @@ async def cmd_info(client, args) -> int:
         f" Name: {info['Name']}",
         f" ID: {info['ID']}",
         f" Docker Root Dir: {info['DockerRootDir']}",
+        f" Live Restore Enabled: {str(info.get('LiveRestoreEnabled', False)).lower()}",
     ]
     print("\n".join(lines))
     return 0

@@ -27,6 +27,7 @@ KEYS: dict[str, tuple[str, type, bool]] = {
     "metrics-labels": ("metrics_label", list, False),
     "registry-mirrors": ("registry_mirror", list, False),
     "insecure-registries": ("insecure_registry", list, False),
+    "live-restore": ("live_restore", bool, True),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -53,6 +54,9 @@ def parse_config(text: str, *, path: str = "config file") -> dict[str, Any]:
         if kind is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: {key} must be a list of strings")
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: {key} must be true or false")
         elif not isinstance(value, str):
             raise ConfigError(f"{path}: {key} must be a string")
         if key == "log-level" and value not in LOG_LEVELS:

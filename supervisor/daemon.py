@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from contextlib import aclosing
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -31,13 +32,14 @@ from runtime.caps import held_bounding_set
 from runtime.cgroups import CgroupMode, detect_mode
 
 from . import attach, registry
-from ._host import open_linux_host
+from ._host import KeeperLink, open_linux_host
 from .config import KEYS, ConfigError, apply_config, given_dests, read_config
 from .engine import Engine, server_version
 from .errors import CorralError, InvalidRequest
 from .events import EventBus
 from .execs import stream_exec_output
 from .journal import Journal
+from .keeper import Held, KeeperClient, KeeperError
 from .metrics_server import (
     DEFAULT_METRICS_ADDR,
     MetricsHub,
@@ -63,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup-parent", default="corral", help="cgroup parent of the containers (relative: below ours)")
     p.add_argument("--group", default="corral", help="group allowed on the socket (default corral)")
     p.add_argument("--services", type=Path, help="a Compose file whose services the daemon keeps running")
+    p.add_argument("--live-restore", action="store_true",
+                   help="containers keep running (and logging) while the daemon is down; the next one re-adopts them")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
                    help=f"HOST:PORT serving Prometheus /metrics (default {DEFAULT_METRICS_ADDR}; '' or none: off)")
     p.add_argument("--registry-mirror", action="append", default=[], metavar="URL",
@@ -273,7 +277,8 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
     async def image_inspect(id: str) -> dict:
         return await engine.image_inspect(id)
 
-    # docker commit and build (supervisor/commit.py, supervisor/build.py); build's context is an upload.
+    # docker commit and build (supervisor/commit.py, supervisor/build.py); build's context is an upload,
+    # or a directory of this host (build.py rule 6).
     @m.unary("image.commit")
     async def image_commit(id: str, reference: str | None = None, author: str = "", message: str = "",
                            changes: list | None = None, pause: bool = True) -> dict:
@@ -281,10 +286,12 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
                                          pause=pause)
 
     @m.stream("image.build")
-    async def image_build(transfer: str, dockerfile: str, tags: list | None = None, build_args: dict | None = None,
-                          target: str | None = None, no_cache: bool = False, labels: dict | None = None):
+    async def image_build(dockerfile: str, transfer: str | None = None, tags: list | None = None,
+                          build_args: dict | None = None, target: str | None = None, no_cache: bool = False,
+                          labels: dict | None = None, context: dict | None = None):
         async with aclosing(engine.image_build(transfer, dockerfile, tags=tags, build_args=build_args,
-                                               target=target, no_cache=no_cache, labels=labels)) as items:
+                                               target=target, no_cache=no_cache, labels=labels,
+                                               context=context)) as items:
             async for item in items:
                 yield item
 
@@ -444,7 +451,10 @@ async def serve(args: argparse.Namespace) -> int:
             if metrics_addr is not None:
                 await _start_metrics(nursery, metrics_addr, hub)
                 nursery.start_soon(_watch_loop_lag, hub)
-            await engine.restore()
+            keeper = await _open_keeper(args.exec_root)
+            engine.keep = keeper.link if keeper is not None else None
+            engine.live_restore = args.live_restore
+            await engine.restore(held=keeper.held if keeper is not None else None, live_restore=args.live_restore)
             services = ServiceManager(engine)
             methods = build_methods(engine, bus, services)
             for s in sockets:
@@ -458,12 +468,19 @@ async def serve(args: argparse.Namespace) -> int:
             def reload() -> None:
                 if args.config_file is not None:
                     _reload_config(args)
+                    engine.live_restore = args.live_restore
                 apply_services()
 
             apply_services()
             await _signals(engine, host, reload)
-            log.info("shutting down: stopping containers")
-            await engine.shutdown()
+            live_restore = engine.live_restore and keeper is not None and keeper.link.alive
+            if live_restore:
+                log.info("shutting down: containers keep running (--live-restore)")
+            else:
+                log.info("shutting down: stopping containers")
+            await engine.shutdown(live_restore=live_restore)
+            if keeper is not None:
+                keeper.link.close()       # the keeper copies the output of what still runs from now on
             hub.close()
             nursery.cancel_scope.cancel()
     finally:
@@ -472,6 +489,39 @@ async def serve(args: argparse.Namespace) -> int:
         journal.close()
     log.info("corral daemon stopped")
     return 0
+
+
+@dataclass
+class _Keeper:
+    link: KeeperLink
+    held: dict[str, Held]
+
+
+async def _open_keeper(exec_root: Path) -> _Keeper | None:
+    """Connect to the keeper (starting it when none runs) and take back what it held for the
+    daemon before. None when it cannot be had: containers then die with the daemon."""
+    def open_() -> _Keeper:
+        for attempt in (1, 2):     # a keeper holding nothing may be exiting just as we connect
+            client = KeeperClient.open(exec_root / "keeper.sock", log_path=exec_root / "keeper.log")
+            try:
+                held = client.hello()
+            except KeeperError:
+                client.close()
+                if attempt == 2:
+                    raise
+                continue
+            return _Keeper(KeeperLink(client), {h.id: h for h in held})
+        raise AssertionError("unreachable")
+    try:
+        keeper = await trio.to_thread.run_sync(open_)
+    except KeeperError as exc:
+        log.error("%s; containers will not outlive this daemon", exc)
+        return None
+    for h in keeper.held.values():
+        if h.copied or h.dropped:
+            log.info("container %s: the keeper logged %d byte(s) of output while no daemon ran%s", h.id[:12],
+                     h.copied, f", and could not write {h.dropped}" if h.dropped else "")
+    return keeper
 
 
 LOOP_LAG_SAMPLE_S = 0.25

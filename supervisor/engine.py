@@ -73,7 +73,7 @@ from runtime.devices import host_devices
 from runtime.errors import HostError
 from runtime.images import ImageError, ImageNotFound
 from runtime.layers import LayerError
-from runtime.spawn import open_pidfd
+from runtime.spawn import Child, ExitStatus, open_pidfd, process_exited, reaped_status
 
 from . import registry
 from ._crashpoints import crash_point
@@ -99,7 +99,8 @@ from .logs import LogQuery, log_config_of, log_path_for, make_query, read_logs
 from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore, container_delete, container_put, volume_delete, volume_put
-from .task import Supervised, supervise
+from .keeper import Held
+from .task import Adopted, Keep, Supervised, supervise
 
 log = logging.getLogger("corral.engine")
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")      # moby's validContainerNamePattern
@@ -118,7 +119,8 @@ IMAGE_FILTERS = frozenset({"dangling", "label", "reference"})
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"      # what moby 23+ puts on anonymous volumes
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # moby's RestrictedNamePattern
 # Container events that change the record: it is written in the event's transaction.
-_RECORDED_ACTIONS = frozenset({"create", "start", "die", "restart", "stop", "parked", "oom", "rename"})
+_RECORDED_ACTIONS = frozenset({"create", "start", "die", "restart", "stop", "parked", "oom", "rename", "pause",
+                               "unpause"})
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -184,6 +186,9 @@ class Engine:
         self.execs = Execs(self)                  # docker exec (supervisor/execs.py)
         self.health = HealthMonitors(self)        # health checks (supervisor/health.py)
         self.files = Files(self)          # cp, export, diff (supervisor/files.py)
+        # Holds each run's pidfd and output across daemon restarts (keeper.py); None: nothing does.
+        self.keep: Keep | None = None
+        self.live_restore = False       # --live-restore: containers outlive the daemon's shutdown
         (data_root / "containers").mkdir(parents=True, exist_ok=True)
         (data_root / "volumes").mkdir(mode=0o701, parents=True, exist_ok=True)
 
@@ -378,7 +383,8 @@ class Engine:
             raise StartFailed(str(exc), exit_code=getattr(exc, "exit_code", 1) or 1) from None
         return True
 
-    async def _run(self, e: Entry, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(self, e: Entry, *, adopted: Adopted | None = None,
+                   task_status=trio.TASK_STATUS_IGNORED) -> None:
         e.done = trio.Event()
         e.ran = True
         held = False
@@ -388,11 +394,18 @@ class Engine:
                 # Counted with the copies in flight (supervisor/files.py): mounts unless one holds it.
                 await self.files.hold(e)
                 held = True
-                await self._publish_volume_mounts(e, "mount")
-                await supervise(e.sup, self.host, self._publish, task_status=task_status)
+                if adopted is None:
+                    await self._publish_volume_mounts(e, "mount")
+                await supervise(e.sup, self.host, self._publish, task_status=task_status, keep=self.keep,
+                                adopted=adopted)
         finally:
             with trio.CancelScope(shield=True):
                 e.scope = None
+                if e.sup.detaching:
+                    # Left running for the next daemon (--live-restore): its root stays
+                    # mounted, its cgroup and its record stay as they are.
+                    e.done.set()
+                    return
                 e.paused = False
                 if held:
                     await self.files.release(e)        # unmounts unless a copy still holds it
@@ -1341,7 +1354,7 @@ class Engine:
             "CgroupVersion": host["CgroupVersion"], "KernelVersion": host["KernelVersion"],
             "OperatingSystem": host["OperatingSystem"], "OSType": "linux", "Architecture": platform.machine(),
             "NCPU": host["NCPU"], "MemTotal": host["MemTotal"], "ServerVersion": server_version(),
-            "CgroupParent": self.cgroup_parent,
+            "CgroupParent": self.cgroup_parent, "LiveRestoreEnabled": self.live_restore,
         }
 
     def system_version(self) -> dict[str, Any]:
@@ -1393,8 +1406,16 @@ class Engine:
         if self._containers.get(e.sup.id) is e:
             await self.bus.publish_many([], writes=[container_put(_record(e))])
 
-    async def restore(self) -> None:
+    async def restore(self, *, held: dict[str, Held] | None = None, live_restore: bool = False) -> None:
         """Load the records after a (re)start and make the host agree with them.
+
+        ``held``: what the keeper kept of the runs of the daemon before, by
+        container id (keeper.py). With ``live_restore``, a container recorded
+        running whose init still runs (the keeper's pidfd, or its pid with the
+        recorded start time) is re-adopted as it is, output and all (``_adopt``);
+        one that exited while no daemon ran is re-adopted too, and its task
+        records the exit status the pidfd tells. Without it, or where no init
+        is found, the rules below apply.
 
         The daemon may have died at any step (rule 6; docs/architecture.md,
         "Crash safety"). Nothing of a container runs now, whatever its record
@@ -1419,19 +1440,40 @@ class Engine:
         volumes = await trio.to_thread.run_sync(self.store.volumes)
         self._volumes = {v["Name"]: v for v in volumes}
         records = await trio.to_thread.run_sync(self.store.containers)
+        held = dict(held or {})
         to_start: list[tuple[Entry, bool]] = []       # (container, count it as a restart)
         to_remove: list[Entry] = []
+        to_adopt: list[tuple[Entry, Child, dict[str, int]]] = []
         for r in records:
             e = _entry_from_record(r)
             self._containers[e.sup.id] = e
+            status, policy, by_user = r.get("status"), e.sup.policy, e.sup.stopped_by_user
+            h = held.pop(e.sup.id, None)
+            if live_restore and status in ("running", "paused") and r.get("pid"):
+                child = await trio.to_thread.run_sync(_adoptable, r, h)
+                if child is not None:
+                    fds = h.fds if h is not None and h.pid == child.pid else {}
+                    if h is not None and not fds:
+                        h.close()
+                    to_adopt.append((e, child, fds))
+                    e.paused = status == "paused"
+                    continue
+            ended = await trio.to_thread.run_sync(_end_held, h) if h is not None else None
             await trio.to_thread.run_sync(_kill_leftover, r)
             await self._clean_up_after_crash(e)
-            status, policy, by_user = r.get("status"), e.sup.policy, e.sup.stopped_by_user
             if e.auto_remove and status in ("running", "paused", "restarting"):
                 to_remove.append(e)
                 continue
             if status in ("running", "paused") and r.get("pid"):
-                e.sup.error = "the daemon stopped while the container ran; its exit status is unknown"
+                # The keeper kept its pidfd: how it ended is known (exited while we were away,
+                # or killed just now), unless the kernel cannot tell.
+                if ended is not None and not ended.unknown and h is not None and h.pid == r["pid"]:
+                    e.sup.exit_code = ended.exit_code
+                    e.sup.error = f"the daemon restarted without --live-restore while the container ran ({ended})"
+                else:
+                    e.sup.exit_code = ExitStatus().exit_code
+                    e.sup.error = "the daemon stopped while the container ran; its exit status is unknown"
+                e.sup.finished_at_ns = time.time_ns()
                 go = restart_on_daemon_start(policy, stopped_by_user=by_user, was_running=True, exit_code=None,
                                              restart_count=e.sup.restart_count)
                 count = True
@@ -1452,9 +1494,13 @@ class Engine:
             await self._save(e)
             if go and not e.sup.parked_reason:
                 to_start.append((e, count))
+        for h in held.values():           # held for containers without a record: a create cut short
+            await trio.to_thread.run_sync(_end_held, h)
         for e in to_remove:
             await self._remove(e, volumes=True)           # --rm takes anonymous volumes too (moby)
         await trio.to_thread.run_sync(_remove_orphan_dirs, self.data_root / "containers", set(self._containers))
+        for e, child, fds in to_adopt:
+            await self._adopt(e, child, fds)
         for e, count in to_start:
             try:
                 if count:
@@ -1466,6 +1512,31 @@ class Engine:
             except CorralError:
                 pass               # recorded on the container; the daemon goes on
 
+    async def _adopt(self, e: Entry, child: Child, fds: dict[str, int]) -> None:
+        """Supervise a container the daemon before started and left running (--live-restore).
+
+        Its root is still mounted and its cgroup still there; its task waits on
+        the pidfd and records how it ends as for any run. No event: Docker's
+        live restore publishes none either. Output the keeper did not keep
+        (no keeper ran, or the stream ended) is not read any more.
+        """
+        e.mounted = True
+        streams = streams_of(e.sup)
+        streams.configure(e.body, e.sup.config)
+        try:
+            capture = streams.adopt_run(e.sup.log_path, e.sup.log_config, fds)
+        except OSError as exc:
+            log.warning("container %s: cannot reopen its log (%s); its output is dropped", e.sup.id[:12], exc)
+            capture = None
+        if not fds and not process_exited(child.pidfd):
+            log.warning("container %s: re-adopted without its output (no keeper held it)", e.sup.id[:12])
+        await self._nursery.start(partial(self._run, e, adopted=Adopted(child, capture)))
+        self.health.container_event("start", e.sup.id, e)
+        if self.metrics is not None:
+            labels = {k: str(v) for k, v in (e.body.get("Labels") or {}).items()}
+            self.metrics.observe("start", e.sup, image=e.image, labels=labels, attributes={})
+        log.info("container %s re-adopted (pid %d)", e.sup.id[:12], child.pid)
+
     async def _clean_up_after_crash(self, e: Entry) -> None:
         """No process, cgroup or root mount of ``e`` is left from a daemon that died."""
         try:
@@ -1474,12 +1545,18 @@ class Engine:
             log.warning("container %s: %s", e.sup.id[:12], exc)
         await trio.to_thread.run_sync(_unmount_quietly, e.dir / "rootfs")
 
-    async def shutdown(self) -> None:
-        """Stop every container (stop signal, grace, SIGKILL) in parallel."""
+    async def shutdown(self, *, live_restore: bool = False) -> None:
+        """Stop every container (stop signal, grace, SIGKILL) in parallel; with ``live_restore``
+        leave them running for the next daemon (task.py rule 6)."""
         async with trio.open_nursery() as nursery:
             for e in list(self._containers.values()):
                 if e.running:
-                    nursery.start_soon(self._stop_for_shutdown, e)
+                    nursery.start_soon(self._detach if live_restore else self._stop_for_shutdown, e)
+
+    async def _detach(self, e: Entry) -> None:
+        e.sup.detaching = True
+        e.scope.cancel()
+        await e.done.wait()
 
     async def _stop_for_shutdown(self, e: Entry) -> None:
         # Not the user's doing: the policy still applies when the daemon comes back.
@@ -2010,6 +2087,35 @@ def _kill_leftover(r: dict[str, Any]) -> None:
         pass
     finally:
         os.close(pidfd)
+
+
+def _adoptable(r: dict[str, Any], h: Held | None) -> Child | None:
+    """The init of a container recorded running, to re-adopt: the keeper's pidfd when it holds this
+    run (whether it still runs or ended while no daemon ran), else the recorded pid if that
+    process, by its start time, still runs. None: nothing to adopt (worker thread)."""
+    if h is not None and h.pid == r["pid"] and "pidfd" in h.fds:
+        return Child(h.pid, h.fds.pop("pidfd"), adopted=True)      # h.fds: the output, for adopt_run
+    pidfd = open_pidfd(r["pid"], r.get("start_time") or 0) if r.get("start_time") else None
+    return Child(r["pid"], pidfd, adopted=True) if pidfd is not None else None
+
+
+def _end_held(h: Held) -> ExitStatus | None:
+    """What the keeper held for a run that is not re-adopted: SIGKILL it if it still runs. How it
+    ended: killed by us, or what its pidfd tells once its new parent reaped it (None before,
+    never waited for). Closes the fds (worker thread)."""
+    try:
+        pidfd = h.fds.get("pidfd")
+        if pidfd is None:
+            return None
+        if not process_exited(pidfd):
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                return ExitStatus(signal=signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return reaped_status(pidfd)
+    finally:
+        h.close()
 
 
 def _unmount_quietly(target: Path) -> None:

@@ -18,10 +18,10 @@ Rules this module lives by:
    awaits ``Capture.wait_drained()`` (EOF on both pipes) before ``die``. EOF
    comes when every process holding the write ends is gone, which the end of
    the init's PID namespace guarantees; a grace period covers the rest.
-3. Rotation happens in the writer between entries, so every file holds whole
-   lines, and a file is renamed only after its last byte was written.
-4. Writes that fail (disk full) are dropped and logged once per run; the
-   container keeps running and its pipe keeps draining (Docker's choice too).
+3. Writing and rotating the file, and the copy loop itself, live in
+   ``logfile.py`` (trio-free: the keeper runs the same loop while no daemon
+   does); its rules hold here: whole lines per file, failed writes dropped
+   and counted while the pipe keeps draining.
 
 Rejected designs:
 
@@ -38,11 +38,8 @@ Rejected designs:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -55,9 +52,7 @@ from protocols.errors import RemoteProtocolError
 from protocols.jsonlog import (
     LogConfig,
     LogConfigError,
-    StreamEncoder,
     entry_time_ns,
-    format_time,
     parse_entry,
     parse_log_config,
     parse_timestamp,
@@ -65,17 +60,14 @@ from protocols.jsonlog import (
 )
 
 from .errors import InvalidRequest
+from .logfile import JsonFileWriter, copy_streams, make_pipe
 
 log = logging.getLogger("corral.logs")
 
 LOG_FILE = "container-json.log"
-PIPE_SIZE = 1 << 20              # F_SETPIPE_SZ asks for this (fs.pipe-max-size is 1 MiB by default)
-READ_SIZE = 1 << 20
 DRAIN_GRACE_S = 5.0              # after the init exited, how long EOF may take before we stop reading
 BATCH_BYTES = 256 * 1024         # read_logs: file bytes per worker-thread hop and per RPC item
 FOLLOW_POLL_S = 0.1
-SMALL_READ = 64 * 1024           # a read smaller than this: the copier waits BATCH_WAIT_S for more
-BATCH_WAIT_S = 0.001
 
 
 def log_path_for(container_dir: Path | str, config: LogConfig) -> str | None:
@@ -117,91 +109,7 @@ def rotated_files(path: Path | str) -> list[Path]:
 # --- writing -----------------------------------------------------------------------------
 
 
-class JsonFileWriter:
-    """Appends encoded entries to ``path``, rotating as moby's json-file driver does.
-
-    With ``max_size_bytes`` (0: unlimited) a file is closed once it holds at least
-    that much, cut after the entry that crosses the limit; ``path`` becomes
-    ``path.1``, ``path.1`` becomes ``path.2``, ... up to ``max_files - 1``. With one
-    file it starts over (a new file in its place). Blocking; the copier thread calls it.
-    """
-
-    def __init__(self, path: Path | str, *, max_size_bytes: int = 0, max_files: int = 1) -> None:
-        self.path = Path(path)
-        self.max_size = max_size_bytes
-        self.max_files = max(1, max_files)
-        self._fd = self._open()
-        self.size = os.fstat(self._fd).st_size
-        self.dropped_bytes = 0
-        self._warned = False
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-
-    def write(self, blob: bytes) -> None:
-        """Append whole entries (``blob`` ends with a newline), rotating where the limit falls."""
-        start, view = 0, memoryview(blob)
-        while start < len(blob):
-            if self.max_size and self.size >= self.max_size:
-                self._rotate()
-            cut = len(blob)
-            if self.max_size and self.size + cut - start > self.max_size:
-                # Cut after the entry that reaches the limit: files hold whole lines (rule 3).
-                cut = blob.find(b"\n", start + self.max_size - self.size - 1) + 1 or len(blob)
-            self._write_all(view[start:cut])
-            start = cut
-        if self.max_size and self.size >= self.max_size:
-            self._rotate()
-
-    def _write_all(self, data: memoryview) -> None:
-        try:
-            while data:
-                n = os.write(self._fd, data)
-                self.size += n
-                data = data[n:]
-        except OSError as exc:
-            self.dropped_bytes += len(data)
-            if not self._warned:
-                self._warned = True
-                log.warning("log %s: write failed, dropping output: %s", self.path, exc.strerror or exc)
-
-    def _rotate(self) -> None:
-        try:
-            if self.max_files <= 1:
-                # SPEC: moby truncates in place; a fresh inode lets a follower tell
-                # "started over" from "nothing new" when the sizes happen to match.
-                os.unlink(self.path)
-            for i in range(self.max_files - 1, 1, -1):
-                older = self.path.with_name(f"{self.path.name}.{i - 1}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{i}"))
-            if self.max_files > 1:
-                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-            fd = self._open()
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("log %s: rotation failed, appending on: %s", self.path, exc.strerror or exc)
-            return
-        os.close(self._fd)
-        self._fd, self.size = fd, 0
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
 # --- capture -----------------------------------------------------------------------------
-
-
-def _make_pipe() -> tuple[int, int]:
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass                     # best effort: over fs.pipe-max-size for an unprivileged daemon
-    return r, w
 
 
 class Capture:
@@ -228,14 +136,18 @@ class Capture:
                  on_output: Callable[[str, bytes], None] | None = None) -> None:
         if tty_master >= 0:
             self._sources, self.stdout_w, self.stderr_w = {tty_master: "stdout"}, -1, -1
+            named = {"tty": tty_master}
         else:
             (out_r, self.stdout_w), (err_r, self.stderr_w) = pipes
-            self._sources = {out_r: "stdout", err_r: "stderr"}
+            named = {name: fd for name, fd in (("stdout", out_r), ("stderr", err_r)) if fd >= 0}
+            self._sources = {fd: name for name, fd in named.items()}
+        # Copies of the read ends for the keeper (keeper.py), made before the copier
+        # could close one at EOF: a number closed by then may name another file.
+        self._keep_fds = {name: os.dup(fd) for name, fd in named.items()}
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._writer = writer
         self._clock = clock
         self._on_output = on_output
-        self.reads = 0
         self._token = trio.lowlevel.current_trio_token()
         self._drained = trio.Event()
         name = writer.path.parent.name[:12] if writer is not None else "(none)"
@@ -253,7 +165,7 @@ class Capture:
             if path is not None else None
         pipes: list[tuple[int, int]] = []
         try:
-            pipes = [_make_pipe(), _make_pipe()]
+            pipes = [make_pipe(), make_pipe()]
             capture = cls(writer, pipes, on_output=on_output)
         except BaseException:
             if writer is not None:
@@ -263,6 +175,30 @@ class Capture:
             raise
         capture._thread.start()
         return capture
+
+    @classmethod
+    def adopt(cls, path: str | Path | None, config: LogConfig, fds: dict[str, int], *,
+              on_output: Callable[[str, bytes], None] | None = None) -> Capture:
+        """Copy the output of a run an earlier daemon started, from the read ends the keeper
+        kept (``fds``: "stdout" and "stderr", or "tty"; one may be gone, at EOF). Takes ``fds``.
+
+        Raises:
+            OSError: the log file cannot be opened (``fds`` are then left to the caller).
+        """
+        writer = JsonFileWriter(path, max_size_bytes=config.max_size_bytes, max_files=config.max_files) \
+            if path is not None else None
+        if "tty" in fds:
+            capture = cls(writer, [], tty_master=fds["tty"], on_output=on_output)
+        else:
+            capture = cls(writer, [(fds.get("stdout", -1), -1), (fds.get("stderr", -1), -1)], on_output=on_output)
+        capture._thread.start()
+        return capture
+
+    def take_keep_fds(self) -> dict[str, int]:
+        """Copies of the output's read ends for the keeper, by name ("stdout", "stderr" or "tty");
+        the caller closes them."""
+        fds, self._keep_fds = self._keep_fds, {}
+        return fds
 
     @classmethod
     def open_tty(cls, path: str | Path | None, config: LogConfig, master: int, *,
@@ -301,6 +237,8 @@ class Capture:
                             self._writer.path if self._writer is not None else "(none)", grace_s)
                 self.stop()
         await self._drained.wait()
+        for fd in self.take_keep_fds().values():
+            os.close(fd)
         for fd in (self._stop_r, self._stop_w):
             if fd >= 0:
                 os.close(fd)
@@ -322,49 +260,14 @@ class Capture:
     # -- the thread --
 
     def _copy(self) -> None:
-        encoders = {fd: StreamEncoder(name) for fd, name in self._sources.items()}
-        poller = select.poll()
-        for fd in (*encoders, self._stop_r):
-            poller.register(fd, select.POLLIN)
-        stopping = False
+        left: dict[int, str] = {}        # on a bug: leak the fds rather than close reused numbers
         try:
-            while encoders:
-                ready = [fd for fd, _ in poller.poll(0 if stopping else None)]
-                if self._stop_r in ready:
-                    stopping = True
-                    ready.remove(self._stop_r)
-                if not ready and stopping:
-                    break
-                out = []
-                got = 0
-                stamp = format_time(self._clock())
-                for fd in ready:
-                    data = _read_or_eof(fd)
-                    got += len(data)
-                    self.reads += 1
-                    if data:
-                        if self._on_output is not None:
-                            self._on_output(self._sources[fd], data)
-                        out.append(encoders[fd].encode(data, stamp=stamp))
-                    else:                                  # EOF: the open line goes out as it is
-                        out.append(encoders.pop(fd).flush(stamp=stamp))
-                        poller.unregister(fd)
-                        os.close(fd)
-                blob = b"".join(out)
-                if blob and self._writer is not None:
-                    self._writer.write(blob)
-                if 0 < got < SMALL_READ and not stopping and BATCH_WAIT_S:
-                    # A writer slower than us: let its small writes gather in the pipe
-                    # (1 MiB: at 1 GB/s it fills in 1 ms) so one round carries many lines.
-                    time.sleep(BATCH_WAIT_S)
-            stamp = format_time(self._clock())
-            blob = b"".join(enc.flush(stamp=stamp) for enc in encoders.values())
-            if blob and self._writer is not None:
-                self._writer.write(blob)
+            left = copy_streams(self._sources, self._writer, self._stop_r, clock=self._clock,
+                                on_output=self._on_output)
         except Exception:                 # a bug here must not leave the task waiting forever
             log.exception("log copier for %s failed", self._writer.path if self._writer is not None else "(none)")
         finally:
-            for fd in encoders:             # the stop pipe is closed by wait_drained, in trio
+            for fd in left:                 # the stop pipe is closed by wait_drained, in trio
                 os.close(fd)
             if self._writer is not None:
                 self._writer.close()
@@ -372,16 +275,6 @@ class Capture:
                 self._token.run_sync_soon(self._drained.set)
             except trio.RunFinishedError:
                 pass
-
-
-def _read_or_eof(fd: int) -> bytes:
-    """One read; b"" at EOF. A pty master answers EIO once every slave fd is closed: its EOF (pty(7))."""
-    try:
-        return os.read(fd, READ_SIZE)
-    except OSError as exc:
-        if exc.errno == errno.EIO:
-            return b""
-        raise
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -17,6 +17,13 @@ Rules:
    EOF, so everything the container wrote is in its log before ``die``.
    With ``-t`` they are one pty instead, with ``-i`` stdin is a pipe fed by
    attached clients (``attach.ContainerStreams``, set up per run).
+6. Each run is handed to the keeper (``Keep``; keeper.py) once it exec'd and
+   before ``start`` is journaled, and taken back after its exit is recorded:
+   whenever a record says "running", the keeper holds that run's pidfd and
+   output. A run can outlive its task: a daemon that leaves with
+   --live-restore sets ``detaching`` and cancels; the task then stops
+   copying output (the keeper goes on) and records nothing. The next daemon
+   re-adopts it (``Adopted``): no spawn, no ``start`` event, the same wait.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -43,6 +51,24 @@ from .restart import JITTER, RestartPolicy, RestartState, decide, record_start
 
 # (action, container, extra attributes) -> journaled and fanned out by the caller
 Publish = Callable[[str, "Supervised", dict], Awaitable[None]]
+
+
+class Keep(Protocol):
+    """Where each run's pidfd and output are held across daemon restarts (rule 6; keeper.py)."""
+
+    async def hold(self, c: Supervised, child: Child, fds: dict[str, int]) -> None:
+        """Hand over ``fds`` (copies by name: "stdout", "stderr" or "tty", "stdin"; closed here)
+        with the child's pidfd. Never raises: a run the keeper cannot hold still runs."""
+
+    async def release(self, c: Supervised) -> None: ...
+
+
+@dataclass
+class Adopted:
+    """A run an earlier daemon started and left running (--live-restore), re-adopted."""
+
+    child: Child                        # adopted=True: its exit status comes from the pidfd
+    capture: Capture | None
 
 
 @dataclass
@@ -69,6 +95,7 @@ class Supervised:
     started_at_ns: int = 0
     finished_at_ns: int = 0
     stopped_by_user: bool = False      # set by the Engine before it cancels the task
+    detaching: bool = False            # set by the Engine before it cancels: leave it running (rule 6)
     parked_reason: str = ""
     error: str = ""
     oom_kills_seen: int = 0
@@ -78,10 +105,12 @@ class Supervised:
 
 
 async def supervise(c: Supervised, host: Host, publish: Publish, *,
-                    task_status=trio.TASK_STATUS_IGNORED, rng: random.Random | None = None) -> None:
+                    task_status=trio.TASK_STATUS_IGNORED, rng: random.Random | None = None,
+                    keep: Keep | None = None, adopted: Adopted | None = None) -> None:
     """Run ``c`` until its policy says stop, or until cancelled (a user's stop).
 
-    ``task_status.started(pid)`` is called once the first init has exec'd.
+    ``task_status.started(pid)`` is called once the first init has exec'd
+    (``adopted``: at once; that run is the first).
 
     Raises:
         SpawnError: the first start failed (through ``nursery.start``).
@@ -95,14 +124,15 @@ async def supervise(c: Supervised, host: Host, publish: Publish, *,
         state = record_start(state, trio.current_time())
         began = trio.current_time()
         try:
-            status = await _run_once(c, host, publish, first=first, task_status=task_status)
+            status = await _run_once(c, host, publish, first=first, task_status=task_status, keep=keep,
+                                     adopted=adopted)
         except SpawnError as exc:
             if first:
                 c.status, c.error, c.exit_code = "exited", str(exc), exc.exit_code
                 raise
             c.error = str(exc)
             status = ExitStatus(code=exc.exit_code)
-        first = False
+        first, adopted = False, None
         await _record_exit(c, host, publish, status)
         decision = decide(c.policy, state, exit_code=status.exit_code, ran_s=trio.current_time() - began,
                           now=trio.current_time(), stopped_by_user=c.stopped_by_user, jitter=rng.uniform(*JITTER))
@@ -125,38 +155,51 @@ async def supervise(c: Supervised, host: Host, publish: Publish, *,
             raise
 
 
-async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool, task_status) -> ExitStatus:
-    """Start one init and wait for it; on cancellation stop it politely, then firmly."""
-    if first:
-        await host.prepare_cgroup(c.cgroup, c.resources)
+async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool, task_status,
+                    keep: Keep | None = None, adopted: Adopted | None = None) -> ExitStatus:
+    """Start one init (or take the adopted one) and wait for it; on cancellation stop it
+    politely, then firmly, or leave it running when the daemon detaches (rule 6)."""
     streams = streams_of(c)
-    try:
-        capture, stdio, theirs = streams.open_run(c.log_path, c.log_config)
-    except OSError as exc:                 # a start that fails like any other (rule 3)
-        raise SpawnError(f"cannot set up the container's output (log {c.log_path}, "
-                         f"terminal: {streams.tty}): {exc.strerror or exc}") from exc
-    try:
-        child = await _spawn(c, host, capture, stdio, theirs)
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            if capture is not None:
-                await capture.wait_drained()
-            streams.run_ended()
-        raise
-    c.child = child
-    try:
-        try:
-            await host.wait_exec(child)
-        except SpawnError as exc:          # execve failed: the init already exited
-            c.error = str(exc)
-            with trio.CancelScope(shield=True):
-                await _drain(capture)
-            return ExitStatus(code=exc.exit_code)
-        crash_point("start:before-event" if first else "restart:before-event")
-        c.status, c.pid, c.started_at_ns, c.error = "running", child.pid, time.time_ns(), ""
-        await publish("start", c, {})
+    if adopted is not None:
+        child, capture = adopted.child, adopted.capture
+    else:
         if first:
-            crash_point("start:after-event")
+            await host.prepare_cgroup(c.cgroup, c.resources)
+        try:
+            capture, stdio, theirs = streams.open_run(c.log_path, c.log_config)
+        except OSError as exc:                 # a start that fails like any other (rule 3)
+            raise SpawnError(f"cannot set up the container's output (log {c.log_path}, "
+                             f"terminal: {streams.tty}): {exc.strerror or exc}") from exc
+        try:
+            child = await _spawn(c, host, capture, stdio, theirs)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                if capture is not None:
+                    await capture.wait_drained()
+                streams.run_ended()
+            raise
+    c.child = child
+    held = adopted is not None             # the keeper holds an adopted run already
+    try:
+        if adopted is None:
+            try:
+                await host.wait_exec(child)
+            except SpawnError as exc:          # execve failed: the init already exited
+                c.error = str(exc)
+                with trio.CancelScope(shield=True):
+                    await _drain(capture)
+                return ExitStatus(code=exc.exit_code)
+            if keep is not None:
+                await keep.hold(c, child, _keepable(capture, streams))
+                held = True
+            crash_point("start:before-event" if first else "restart:before-event")
+            c.status, c.pid, c.started_at_ns, c.error = "running", child.pid, time.time_ns(), ""
+            await publish("start", c, {})
+        else:
+            c.status, c.pid = "running", child.pid
+        if first:
+            if adopted is None:
+                crash_point("start:after-event")
             task_status.started(child.pid)
         status = await host.wait_exit(child)
         with trio.CancelScope(shield=True):   # it exited: no stop to do, whatever happens now
@@ -164,6 +207,13 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
         return status
     except BaseException:
         with trio.CancelScope(shield=True):
+            if c.detaching:
+                # The daemon leaves it running: stop copying (the keeper goes on from the pipe).
+                held = False
+                if capture is not None:
+                    capture.stop()
+                    await capture.wait_drained()
+                raise
             status = await _stop(c, host, child)
             await _drain(capture)
             await _record_exit(c, host, publish, status)
@@ -174,6 +224,21 @@ async def _run_once(c: Supervised, host: Host, publish: Publish, *, first: bool,
         c.child = None
         child.close()
         streams.run_ended()                # after the drain: attached clients have all of it (attach.py rule 3)
+        if capture is not None:
+            for fd in capture.take_keep_fds().values():
+                os.close(fd)
+        if held and keep is not None:
+            with trio.CancelScope(shield=True):
+                await keep.release(c)
+
+
+def _keepable(capture: Capture | None, streams) -> dict[str, int]:
+    """Copies of the run's output read ends and stdin for the keeper (``Keep.hold`` closes them)."""
+    fds = capture.take_keep_fds() if capture is not None else {}
+    stdin = streams.input.keepable() if streams.input is not None else None
+    if stdin is not None:
+        fds["stdin"] = stdin
+    return fds
 
 
 async def _spawn(c: Supervised, host: Host, capture: Capture | None, stdio: tuple[int, int, int],

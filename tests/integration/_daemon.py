@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -57,12 +60,42 @@ class Daemon:
         return code
 
     def close(self) -> None:
-        """Whatever the test did: every container goes, then the daemon (which must exit 0)."""
-        if self.process is None:
+        """Whatever the test did: every container goes, then the daemon (which must exit 0), then
+        its keeper if one is left (a test that killed the daemon leaves it holding containers)."""
+        try:
+            if self.process is None:
+                return
+            for cid in self.cli("ps", "-aq", "--no-trunc").stdout.split():
+                self.cli("rm", "-f", cid)
+            assert self.stop() == 0, self.log.read_text()[-3000:]
+        finally:
+            self.stop_keeper()
+
+    def keeper_pid(self) -> int | None:
+        """The pid of the keeper serving this exec root (SO_PEERCRED of its socket), or None."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(self.exec_root / "keeper.sock"))
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except OSError:
+            return None
+        finally:
+            sock.close()
+        return struct.unpack("3i", creds)[0]
+
+    def stop_keeper(self) -> None:
+        pid = self.keeper_pid()
+        if pid is None:
             return
-        for cid in self.cli("ps", "-aq", "--no-trunc").stdout.split():
-            self.cli("rm", "-f", cid)
-        assert self.stop() == 0, self.log.read_text()[-3000:]
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], TIMEOUT)       # readable once it is gone
+        finally:
+            os.close(pidfd)
 
     def cli(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
         return subprocess.run([*corral_command(), "-H", f"unix://{self.socket}", *args], capture_output=True,
