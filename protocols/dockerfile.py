@@ -626,6 +626,8 @@ class DockerIgnore:
 
     def excluded(self, path: str) -> bool:
         """Whether ``path`` (relative to the context, ``/``-separated) is left out."""
+        if not self.patterns:
+            return False                    # the common case, asked once per path of a context
         path = _clean(path)
         if not path:
             return False

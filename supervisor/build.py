@@ -12,10 +12,13 @@ step is a container like any other (events, cgroup, logs).
 Rules:
 
 1. The cache maps (parent image, the instruction after substitution, and for
-   COPY/ADD the hash of the sources' tar stream) to the image the step made
-   (``runtime.build_context.BuildCache``). A hit whose image is gone (rmi) is
-   dropped and the step runs. ``no_cache`` skips lookups (the results are
-   still recorded, as Docker's).
+   COPY/ADD what it copies) to the image the step made
+   (``runtime.build_context.BuildCache``, read once per build). What a COPY/ADD
+   copies is, from the context, the digest of its sources' entries in the
+   context index (``build_context`` rule 4: names, kinds, modes, owners,
+   content); from a stage or image (``--from``), that image's id, which fixes
+   every byte of it. A hit whose image is gone (rmi) is dropped and the step
+   runs. ``no_cache`` skips lookups (the results are still recorded, as Docker's).
 2. A RUN step sees the stage's ARG values as environment variables and they
    are part of its cache key; they are not kept in the image (Docker).
 3. A failing RUN (non-zero exit, or a command that cannot start) ends the
@@ -23,14 +26,26 @@ Rules:
    whatever happens, and so are the context and the views.
 4. Output items are Docker's JSON messages: ``{"stream": text}`` for the
    ``Step N/M :`` lines, `` ---> Using cache``, `` ---> <id>``, the RUN output;
-   ``{"aux": {"ID": id}}`` last. Events: ``tag`` per tag and ``build`` on the image.
+   ``{"aux": {"ID": id}}`` last. Events: ``tag`` per tag and ``build`` on the image,
+   journaled in one transaction.
 5. All stages up to ``target`` (the last by default) are built in order, as the
    classic builder does; ``--label`` is one more LABEL step at the end.
+6. The context is indexed, never unpacked whole: a tar upload is read once
+   from its spool; a directory of this host, which a local client may name
+   instead of uploading it (``LocalContext``), is walked with its
+   ``.dockerignore``, its files' digests remembered between builds
+   (``BuildCache.file_hashes``). Only a COPY/ADD that misses the cache puts
+   its sources on disk (``ContextIndex.materialize``). Both ways index a
+   context alike, so one's cache serves the other.
 
 Rejected: running RUN steps in a private mount namespace with an overlay of our
 own (what BuildKit's runc worker does): the Engine's containers already give
 cgroup, namespaces, logs and cleanup, and a build step is visible in ``ps``
 and ``events`` like any container.
+Rejected: a local context by path alone (as ``image.import`` takes one). The
+client also sends the directory's (st_dev, st_ino): a daemon in another mount
+namespace that sees another directory at that path says so
+(``ContextUnavailable``) and the client uploads a tar instead.
 """
 
 from __future__ import annotations
@@ -56,12 +71,20 @@ from protocols.dockerfile import (
     healthcheck,
     key_values,
     parse_dockerfile,
+    parse_dockerignore,
     parse_instruction,
     words,
 )
 from protocols.oci_image import ContainerConfig, ImageFormatError, parse_reference
 from runtime import build_context
-from runtime.build_context import BUILD_CACHE_FILE, BuildCache, BuildContextError, cache_key
+from runtime.build_context import (
+    BUILD_CACHE_FILE,
+    BuildCache,
+    BuildContextError,
+    ContextIndex,
+    ContextNotVisible,
+    cache_key,
+)
 from runtime.errors import HostError
 from runtime.images import ImageError, ImageNotFound
 
@@ -81,6 +104,53 @@ class BuildFailed(CorralError):
     """A step failed: the message names the step and why (exit code, missing file, ...)."""
 
     code = "BAD_REQUEST"
+
+
+class ContextUnavailable(InvalidRequest):
+    """The context directory a client named is not the one the daemon sees there (rule 6);
+    ``details`` say so, so the client knows to upload the context as a tar instead."""
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"reason": CONTEXT_UNAVAILABLE}
+
+
+CONTEXT_UNAVAILABLE = "context_unavailable"      # ContextUnavailable's details["reason"]
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """``image.build``'s ``context`` param: a directory of this host instead of an upload (rule 6).
+
+    Attributes:
+        path: absolute, as the client named it.
+        device, inode: ``st_dev``/``st_ino`` the client saw there.
+        keep: paths (relative to the context) sent whatever ``.dockerignore`` says: the Dockerfile.
+    """
+
+    path: str
+    device: int
+    inode: int
+    keep: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_param(cls, doc: Any) -> LocalContext:
+        """``{"path": str, "device": int, "inode": int, "keep": [str]}`` -> a value.
+
+        Raises:
+            InvalidRequest: a field missing or of the wrong type (the message names it).
+        """
+        if not isinstance(doc, dict):
+            raise InvalidRequest("image.build: context must be a map {path, device, inode, keep}")
+        path, device, inode, keep = doc.get("path"), doc.get("device"), doc.get("inode"), doc.get("keep", [])
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidRequest(f"image.build: context.path must be an absolute path, not {path!r}")
+        for name, value in (("device", device), ("inode", inode)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidRequest(f"image.build: context.{name} must be a non-negative integer, not {value!r}")
+        if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+            raise InvalidRequest("image.build: context.keep must be a list of paths")
+        return cls(path, device, inode, frozenset(keep))
 
 
 @dataclass
@@ -110,7 +180,7 @@ def _short(image_id: str) -> str:
 class Builder:
     """One build: its options, its scratch directory, its stages' results."""
 
-    def __init__(self, engine: Engine, dockerfile: Dockerfile, context: Path, scratch: Path, *,
+    def __init__(self, engine: Engine, dockerfile: Dockerfile, context: ContextIndex, scratch: Path, *,
                  build_args: dict[str, str], no_cache: bool, labels: dict[str, str]) -> None:
         self.engine = engine
         self.df = dockerfile
@@ -122,6 +192,7 @@ class Builder:
         self.no_cache = no_cache
         self.labels = labels
         self.cache = BuildCache(engine.data_root / BUILD_CACHE_FILE)
+        self._entries: dict[str, str] | None = None   # the cache's entries, read once (rule 1)
         self.stages: dict[str, _State] = {}      # by index ("0") and by name
         self._views = 0
 
@@ -312,12 +383,15 @@ class Builder:
         """The image a cache entry names, None on a miss; an entry whose image is gone is dropped (rule 1)."""
         if self.no_cache:
             return None
-        image_id = await trio.to_thread.run_sync(self.cache.get, key)
+        if self._entries is None:
+            self._entries = await trio.to_thread.run_sync(self.cache.load)
+        image_id = self._entries.get(key)
         if image_id is None:
             return None
         try:
             return await self._image_of(image_id)
         except (ImageNotFound, ImageError):
+            self._entries.pop(key, None)
             await trio.to_thread.run_sync(self.cache.drop, key)
             return None
 
@@ -337,6 +411,8 @@ class Builder:
         image = await trio.to_thread.run_sync(work)
         if key is not None:
             await trio.to_thread.run_sync(self.cache.put, key, image.id)
+            if self._entries is not None:
+                self._entries[key] = image.id
         state.image_id = image.id
         state.config = image.config
         return image
@@ -408,41 +484,48 @@ class Builder:
                 mode = int(mode_text, 8)
             except ValueError:
                 raise BuildFailed(f"Dockerfile:{inst.line}: --chmod={mode_text}: not an octal mode") from None
+        text = f"{inst.keyword} {json.dumps([inst.flags, sources, dest], sort_keys=True)}"
+        entries: list[list[str]] = []
+        if from_flag is None:
+            def find() -> tuple[list[list[str]], str]:
+                found = self.context.resolve_sources(sources)
+                return found, self.context.digest(found)
+
+            entries, digest = await trio.to_thread.run_sync(find)
+            content = f"context {digest}"
+        else:
+            # The image id fixes every byte of the stage, so it stands for what is copied (rule 1).
+            content = f"stage {from_image or 'scratch'}"
+        key = cache_key(state.image_id, text, content)
+        hit = await self._cached(key)
+        if hit is not None:
+            yield self._hit(state, hit)
+            return
         layers = await self._layers(state.image_id)
         from_layers = await self._layers(from_image) if from_flag is not None else None
-        text = f"{inst.keyword} {json.dumps([inst.flags, sources, dest], sort_keys=True)}"
         layer = self.scratch / f"layer-{secrets.token_hex(6)}"
         several = len(sources) > 1 or any(ch in s for s in sources for ch in "*?[")
 
-        def hash_sources(root: Path) -> str:
-            entries = build_context.resolve_sources(root, sources)
-            return build_context.hash_sources(root, entries)
-
-        def copy(root: Path) -> None:
-            entries = build_context.resolve_sources(root, sources)
+        def copy_from(root: Path, found: list[list[str]]) -> None:
             layer.mkdir()
             with build_context.open_image_view(layers, self._view_dir()) as view:
                 owner = None
                 if owner_text:
                     owner = _owner(owner_text, build_context.read_file(view, "/etc/passwd"),
                                    build_context.read_file(view, "/etc/group"), inst)
-                build_context.copy_sources(root, entries, dest, layer, view, owner=owner, mode=mode,
+                build_context.copy_sources(root, found, dest, layer, view, owner=owner, mode=mode,
                                            extract_archives=inst.keyword == "ADD", several=several)
 
-        def in_source(fn):
+        def copy() -> None:
             if from_layers is None:
-                return fn(self.context)
+                # Only now, on a miss, do the sources reach the disk (rule 6).
+                copy_from(self.context.materialize(entries, self.scratch / "context"), entries)
+                return
             with build_context.open_image_view(from_layers, self._view_dir()) as root:
-                return fn(root)
+                copy_from(root, build_context.resolve_sources(root, sources))
 
-        content = await trio.to_thread.run_sync(in_source, hash_sources)
-        key = cache_key(state.image_id, text, f"{from_image or 'context'} {content}")
-        hit = await self._cached(key)
-        if hit is not None:
-            yield self._hit(state, hit)
-            return
         try:
-            await trio.to_thread.run_sync(in_source, copy)
+            await trio.to_thread.run_sync(copy)
             await self._commit(layer, False, state, f"/bin/sh -c #(nop) {inst.keyword} {content} in {dest}",
                                key=key)
         finally:
@@ -506,18 +589,22 @@ def _owner(text: str, passwd: str, group: str, inst: Instruction) -> tuple[int, 
     return uid, gid
 
 
-async def build_image(engine: Engine, transfer: str, dockerfile: str, *, tags: list[str] | None = None,
-                      build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-                      labels: dict[str, str] | None = None):
-    """docker build (POST /build): the uploaded context built by ``dockerfile``; yields output items.
+async def build_image(engine: Engine, transfer: str | None, dockerfile: str, *, context: Any = None,
+                      tags: list[str] | None = None, build_args: dict[str, str] | None = None,
+                      target: str | None = None, no_cache: bool = False, labels: dict[str, str] | None = None):
+    """docker build (POST /build): the context built by ``dockerfile``; yields output items.
 
     Args:
-        transfer: an upload (``transfer.write``) holding the context as a tar.
+        transfer: an upload (``transfer.write``) holding the context as a tar, with
+            ``.dockerignore`` applied by the client; or None with ``context``.
+        context: a directory of this host instead (``LocalContext.from_param``), whose
+            ``.dockerignore`` the daemon applies.
         dockerfile: the Dockerfile's text.
         tags: ``name[:tag]`` to give the result.
 
     Raises:
-        InvalidRequest: a Dockerfile error (``Dockerfile:<line>: ...``), a bad tag or context;
+        InvalidRequest: a Dockerfile error (``Dockerfile:<line>: ...``), a bad tag, context
+            or ``.dockerignore``; ContextUnavailable: ``context`` is not the client's directory;
         BuildFailed: a step failed (the message names it).
     """
     tags = list(tags or [])
@@ -526,28 +613,21 @@ async def build_image(engine: Engine, transfer: str, dockerfile: str, *, tags: l
             parse_reference(tag)
         except ImageFormatError as exc:
             raise InvalidRequest(f"invalid tag {tag!r}: {exc}") from None
+    if (transfer is None) == (context is None):
+        raise InvalidRequest("image.build: send the context either as an upload (transfer) or as a directory "
+                             "of the daemon's host (context), one of the two")
+    local = LocalContext.from_param(context) if context is not None else None
     try:
         df = parse_dockerfile(dockerfile)
         if target:
             df.stage_index(target)
     except DockerfileError as exc:
         raise InvalidRequest(str(exc)) from None
-    source = engine.files.take_upload(transfer)
+    index = await _open_context(engine, transfer, local)
     scratch = engine.images.tmp / f"build-{secrets.token_hex(8)}"
     try:
-        context = scratch / "context"
-
-        def unpack() -> None:
-            scratch.mkdir(parents=True, mode=0o700)
-            build_context.unpack_context(source, context)
-
-        try:
-            await trio.to_thread.run_sync(unpack)
-        except BuildContextError as exc:
-            raise InvalidRequest(str(exc)) from None
-        finally:
-            source.close()
-        builder = Builder(engine, df, context, scratch, build_args=dict(build_args or {}), no_cache=no_cache,
+        await trio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, mode=0o700))
+        builder = Builder(engine, df, index, scratch, build_args=dict(build_args or {}), no_cache=no_cache,
                           labels=dict(labels or {}))
         image_id = None
         try:
@@ -560,19 +640,55 @@ async def build_image(engine: Engine, transfer: str, dockerfile: str, *, tags: l
             raise BuildFailed(str(exc)) from None
     finally:
         with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(index.close)
             await trio.to_thread.run_sync(build_context.remove_tree, scratch)
     assert image_id is not None
     yield _out(f"Successfully built {_short(image_id)}\n")
-    for tag in tags:
+    familiar = [parse_reference(tag).familiar for tag in tags]
+    done: list[str] = []
+
+    def tag_all() -> None:
+        for tag, name in zip(tags, familiar):
+            engine.images.tag(image_id, tag)
+            done.append(name)
+
+    try:
+        await trio.to_thread.run_sync(tag_all)
+    except ImageError as exc:
+        if done:
+            await engine.bus.publish_many([("image", "tag", image_id, {"name": name}) for name in done])
+        raise InvalidRequest(str(exc)) from None
+    # One journal transaction (one flush) for the tag events and the build event.
+    await engine.bus.publish_many([*(("image", "tag", image_id, {"name": name}) for name in done),
+                                   ("image", "build", image_id, {"name": familiar[0] if familiar else image_id})])
+    for name in done:
+        yield _out(f"Successfully tagged {name}\n")
+
+
+async def _open_context(engine: Engine, transfer: str | None, local: LocalContext | None) -> ContextIndex:
+    """The context's index (rule 6): the upload's tar read once, or the local directory walked."""
+    if local is None:
+        assert transfer is not None
+        source = engine.files.take_upload(transfer)
         try:
-            await trio.to_thread.run_sync(engine.images.tag, image_id, tag)
-        except ImageError as exc:
+            return await trio.to_thread.run_sync(
+                lambda: build_context.index_tar(source, spool_dir=engine.files.spool_dir))
+        except BuildContextError as exc:
             raise InvalidRequest(str(exc)) from None
-        familiar = parse_reference(tag).familiar
-        await engine.bus.publish("image", "tag", image_id, {"name": familiar})
-        yield _out(f"Successfully tagged {familiar}\n")
-    await engine.bus.publish("image", "build", image_id,
-                             {"name": parse_reference(tags[0]).familiar if tags else image_id})
+
+    def walk() -> ContextIndex:
+        hashes = BuildCache(engine.data_root / BUILD_CACHE_FILE).file_hashes(local.path)
+        return build_context.index_directory(local.path, parse_ignore=parse_dockerignore,
+                                             identity=(local.device, local.inode), keep=local.keep, hashes=hashes)
+
+    try:
+        return await trio.to_thread.run_sync(walk)
+    except ContextNotVisible as exc:
+        raise ContextUnavailable(str(exc)) from None
+    except DockerfileError as exc:
+        raise InvalidRequest(f"{local.path}/.dockerignore: {exc}") from None
+    except BuildContextError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
-__all__ = ["BuildFailed", "Builder", "build_image"]
+__all__ = ["CONTEXT_UNAVAILABLE", "BuildFailed", "Builder", "ContextUnavailable", "LocalContext", "build_image"]

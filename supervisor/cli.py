@@ -17,8 +17,26 @@ def main(argv: list[str] | None = None) -> int:
         from importlib.metadata import version
         print(f"corral version {version('corral')}")
         return 0
+    if _verb(argv) == "build":
+        # One streaming request: build_cli speaks it on a plain socket, without commands' imports.
+        from .build_cli import main as build_main
+        return build_main(argv)
     from .commands import main as commands_main
     return commands_main(argv)
+
+
+def _verb(argv: list[str]) -> str | None:
+    """The verb after commands' global options (``-H HOST``, ``--host HOST``, ``--host=HOST``)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-H", "--host"):
+            i += 2
+        elif arg.startswith("--host=") or (arg.startswith("-H") and len(arg) > 2):
+            i += 1
+        else:
+            return None if arg.startswith("-") else arg
+    return None
 
 
 def entry() -> None:

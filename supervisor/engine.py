@@ -950,9 +950,9 @@ class Engine:
         return await commit_container(self, ref, reference=reference, author=author, message=message,
                                       changes=changes, pause=pause)
 
-    async def image_build(self, transfer: str, dockerfile: str, **options: Any):
-        """docker build: the context tar (an upload) built by ``dockerfile``'s text; yields
-        progress items (supervisor/build.py)."""
+    async def image_build(self, transfer: str | None, dockerfile: str, **options: Any):
+        """docker build: the context (a tar upload's ``transfer``, or ``context=``: a directory of
+        this host) built by ``dockerfile``'s text; yields progress items (supervisor/build.py)."""
         from .build import build_image
         async with aclosing(build_image(self, transfer, dockerfile, **options)) as items:
             async for item in items:

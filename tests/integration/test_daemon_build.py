@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+
+from supervisor import build_cli
 
 from ._daemon import Daemon, daemon_fixture  # noqa: F401 - the `daemon` fixture
 from .conftest import wait_for
@@ -65,6 +68,19 @@ def _ok_build(daemon: Daemon, ctx: Path, *args: str) -> str:
     out = _build(daemon, ctx, *args)
     assert out.returncode == 0, (out.stdout, out.stderr, daemon.log.read_text()[-3000:])
     return out.stdout
+
+
+def _upload_build(daemon: Daemon, ctx: Path, *args: str) -> str:
+    """The build as a remote client makes it: the context uploaded as a tar (build_cli rule 2)."""
+    out = io.StringIO()
+    parsed = build_cli._parser().parse_args(["-H", f"unix://{daemon.socket}", "build", *args, str(ctx)])
+    assert build_cli.run_build(parsed, upload=True, out=out) == 0, (out.getvalue(), daemon.log.read_text()[-3000:])
+    return out.getvalue()
+
+
+def _cached(output: str) -> list[bool]:
+    """Per step after the first FROM: whether it said ``Using cache``."""
+    return ["Using cache" in block for block in output.split("Step ")[2:]]
 
 
 def _built_id(output: str) -> str:
@@ -185,14 +201,18 @@ def test_a_malformed_dockerfile_names_the_line(daemon: Daemon, tmp_path: Path) -
     assert out.returncode == 1 and "Step 2/2 : COPY nothere /x" in out.stderr and "nothere" in out.stderr
 
 
-def test_dockerignore_excludes_files(daemon: Daemon, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", ["directory", "upload"])
+def test_dockerignore_excludes_files(daemon: Daemon, tmp_path: Path, way: str) -> None:
     ctx = _context(tmp_path, {
         "Dockerfile": "FROM busybox\nCOPY . /ctx/\nCMD find /ctx\n",
         ".dockerignore": "# comments and blank lines are skipped\n\nsecret.txt\nlogs\n*.tmp\n!keep.tmp\n",
         "keep.txt": "k\n", "secret.txt": "s\n", "logs/a.log": "l\n", "x.tmp": "t\n", "keep.tmp": "kt\n",
         "sub/inner.txt": "i\n",
     })
-    _ok_build(daemon, ctx, "-t", "ignored")
+    if way == "directory":
+        _ok_build(daemon, ctx, "-t", "ignored")
+    else:
+        _upload_build(daemon, ctx, "-t", "ignored")
     listed = sorted(daemon.ok("run", "--rm", "ignored").split())
     assert listed == ["/ctx", "/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/keep.tmp", "/ctx/keep.txt", "/ctx/sub",
                       "/ctx/sub/inner.txt"]
@@ -250,3 +270,78 @@ def test_intermediate_images_only_with_all(daemon: Daemon, tmp_path: Path) -> No
     assert final in shown and len(shown) == 2                          # busybox and layered:1
     assert shown < every and len(every - shown) == 2                   # the ENV and RUN steps' images
     assert daemon.json_lines("images", "--filter", "dangling=true") == []   # intermediates are not dangling
+
+
+COPY_STEPS = """\
+FROM busybox
+RUN echo one > /one
+COPY f /f
+RUN cat /f > /g
+COPY d/ /d/
+RUN ls -ln /d > /listing
+CMD cat /one /g /listing
+"""
+
+
+def test_each_kind_of_change_to_a_copy_source_invalidates_exactly_the_steps_from_it(
+        daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": COPY_STEPS, "f": "first\n", "d/x": "x\n", "d/y": "y\n"})
+    _ok_build(daemon, ctx, "-t", "steps")
+    assert _cached(_ok_build(daemon, ctx, "-t", "steps")) == [True] * 6       # unchanged: every step
+
+    os.utime(ctx / "f", (0, 0))                                               # a time alone: still cached
+    os.utime(ctx / "d" / "x", (0, 0))
+    assert _cached(_ok_build(daemon, ctx)) == [True] * 6
+
+    (ctx / "d" / "x").write_text("X\n")                                       # content below a directory
+    assert _cached(_ok_build(daemon, ctx)) == [True, True, True, False, False, False]
+    os.chmod(ctx / "d" / "y", 0o600)                                          # a mode
+    assert _cached(_ok_build(daemon, ctx)) == [True, True, True, False, False, False]
+    os.chown(ctx / "d" / "y", 1000, 1000)                                     # an owner
+    assert _cached(_ok_build(daemon, ctx)) == [True, True, True, False, False, False]
+    os.rename(ctx / "d" / "y", ctx / "d" / "z")                               # a rename
+    assert _cached(_ok_build(daemon, ctx)) == [True, True, True, False, False, False]
+    (ctx / "f").write_text("second\n")                                        # the first COPY's file
+    out = _ok_build(daemon, ctx, "-t", "steps")
+    assert _cached(out) == [True, False, False, False, False, False]
+    assert _cached(_ok_build(daemon, ctx, "-t", "steps")) == [True] * 6
+    listing = daemon.ok("run", "--rm", "steps")
+    assert listing.startswith("one\nsecond\n") and " x\n" in listing and " z\n" in listing and " y\n" not in listing
+    (ctx / "unrelated").write_text("not copied by name\n")                   # outside every source
+    assert _cached(_ok_build(daemon, ctx)) == [True] * 6
+
+
+def test_the_directory_and_the_upload_share_one_cache(daemon: Daemon, multi_stage: Path) -> None:
+    first = _ok_build(daemon, multi_stage, "-t", "app:1")
+    steps = len(re.findall(r"^Step ", first, re.MULTILINE))
+    uploaded = _upload_build(daemon, multi_stage, "-t", "app:1")
+    assert uploaded.count(" ---> Using cache\n") == steps - 2 and "Running in" not in uploaded, uploaded
+    assert _built_id(uploaded) == _built_id(first)
+    # And the other way round, after a change: the upload builds, the directory reuses it.
+    (multi_stage / "data" / "x").write_text("changed\n")
+    changed = _upload_build(daemon, multi_stage, "-t", "app:2")
+    assert "Using cache" in changed and _built_id(changed) != _built_id(first)
+    again = _ok_build(daemon, multi_stage, "-t", "app:2")
+    assert again.count(" ---> Using cache\n") == steps - 2, again
+    assert _built_id(again) == _built_id(changed)
+    assert daemon.ok("run", "--rm", "app:2").split("\n")[3] == "changed"
+
+
+def test_a_directory_the_daemon_does_not_see_is_refused_so_the_client_uploads(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\n", "f": "f\n"})
+    st = os.stat(ctx)
+    with build_cli._Daemon(str(daemon.socket)) as conn:
+        for where in ({"path": str(ctx), "device": st.st_dev, "inode": st.st_ino + 1},
+                      {"path": str(tmp_path / "elsewhere"), "device": st.st_dev, "inode": st.st_ino}):
+            with pytest.raises(build_cli.DaemonError) as err:
+                list(conn.stream("image.build", dockerfile="FROM busybox\n", context=where))
+            assert err.value.details == {"reason": build_cli.CONTEXT_UNAVAILABLE}, err.value
+        with pytest.raises(build_cli.DaemonError, match="one of the two"):
+            list(conn.stream("image.build", dockerfile="FROM busybox\n"))
+    assert daemon.cli("images", "-aq").stdout.split() == daemon.cli("images", "-q").stdout.split()
+
+
+def test_a_bad_dockerignore_is_reported_by_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nCOPY . /x/\n", ".dockerignore": "[unclosed\n"})
+    out = _build(daemon, ctx)
+    assert out.returncode == 1 and ".dockerignore" in out.stderr, out
