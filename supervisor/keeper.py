@@ -69,7 +69,9 @@ log = logging.getLogger("corral.keeper")
 _MSG_MAX = 1 << 16
 _MAX_FDS = 8                  # per message: a hold carries at most 5
 STREAM_OF = {"stdout": "stdout", "stderr": "stderr", "tty": "stdout"}
-START_TIMEOUT_S = 10.0
+# A keeper that does not answer in this long is treated as gone (hung, or serving another
+# daemon on the same exec root: it serves one at a time).
+CALL_TIMEOUT_S = 10.0
 
 
 class KeeperError(Exception):
@@ -173,6 +175,7 @@ class KeeperClient:
 
 def _connect(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.settimeout(CALL_TIMEOUT_S)
     try:
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols import SpecError, parse_spec
+from protocols.errors import SpecError
+from protocols.runtime_spec import parse_spec
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "oci" / "runc-spec.json"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols import parse_spec
+from protocols.runtime_spec import parse_spec
 from runtime import _syscalls as real
 from runtime.errors import MountError
 from runtime.mounts import parse_mount_options

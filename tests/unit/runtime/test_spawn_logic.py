@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols import parse_spec
+from protocols.runtime_spec import parse_spec
 from protocols.runtime_spec import Capabilities
 from runtime import _syscalls as sc
 from runtime import caps
