@@ -16,7 +16,6 @@ import re
 from typing import Any
 
 from .errors import RemoteProtocolError
-from .runtime_spec import default_spec_document
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKER_CAPABILITIES = [
@@ -175,6 +174,8 @@ def runtime_config(create: dict[str, Any], image: dict[str, Any], *, container_i
     uid, gid, extra_gids = resolve_user(create.get("User") or image.get("User") or "0", passwd, group)
     extra_gids += [int(g) for g in host.get("GroupAdd") or [] if str(g).isdigit()]
     caps = privileged_caps if privileged else _capabilities(host.get("CapAdd"), host.get("CapDrop"))
+
+    from .runtime_spec import default_spec_document   # not at the top: the CLI parses flags with this module
 
     config = default_spec_document(args=tuple(args), terminal=bool(create.get("Tty")))
     config["process"].update(

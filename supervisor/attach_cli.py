@@ -29,9 +29,7 @@ import termios
 import tty as tty_mode
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from protocols.detach import (
     DEFAULT_DETACH_KEYS,
@@ -40,7 +38,10 @@ from protocols.detach import (
     parse_detach_keys,
 )
 
-from .client import RpcError
+from .blocking_client import RpcError
+
+if TYPE_CHECKING:
+    from anyio import CancelScope
 
 READ_SIZE = 32 * 1024          # one stdin call's data (the request frame limit is 1 MiB)
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -131,6 +132,8 @@ class Session:
         self.exit_code: int | None = None
 
     async def run(self) -> None:
+        import anyio     # here, not at the top: only the verbs that attach pay for it (blocking_client.py)
+
         with raw_terminal(0, self.tty and self.stdin and os.isatty(0)):
             async with anyio.create_task_group() as tasks:
                 if self.stdin:
@@ -152,7 +155,9 @@ class Session:
             elif "ExitCode" in item:
                 self.exit_code = int(item["ExitCode"])
 
-    async def _forward_stdin(self, scope: anyio.CancelScope) -> None:
+    async def _forward_stdin(self, scope: CancelScope) -> None:
+        import anyio
+
         pollable = _pollable(0)
         try:
             while True:
@@ -180,6 +185,8 @@ class Session:
             return                # it stopped (or closed its stdin) meanwhile: the output says the rest
 
     async def _follow_window_size(self) -> None:
+        import anyio
+
         with anyio.open_signal_receiver(signal.SIGWINCH) as winches:
             await self._send_size()
             async for _ in winches:
@@ -194,6 +201,8 @@ class Session:
                 pass              # not running any more: the output stream is about to end
 
     async def _proxy_signals(self) -> None:
+        import anyio
+
         with anyio.open_signal_receiver(*PROXIED_SIGNALS) as signals:
             async for signum in signals:
                 try:

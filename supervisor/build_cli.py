@@ -2,7 +2,7 @@
 
 ``build`` runs on its own: ``cli.py`` hands it the arguments before any other
 verb's module is imported. It makes one streaming request, so it speaks the
-RPC over a blocking socket with ``protocols.rpc`` (``_Daemon``), with no event
+RPC over a blocking socket (``blocking_client.BlockingClient``), with no event
 loop, no anyio and no other verb's parser; the command costs little more than
 the interpreter's start-up and the daemon's answer.
 
@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
+
+from .blocking_client import BlockingClient, ConnectionLost, RpcError
 
 DEFAULT_HOST = "unix:///run/corral/corral.sock"     # commands.DEFAULT_HOST (not imported: start-up time)
 CLIENT_AGENT = "corral-build/0.1.0"
 CONTEXT_UNAVAILABLE = "context_unavailable"          # build.CONTEXT_UNAVAILABLE (the daemon's side)
 UPLOAD_CHUNK = 512 << 10                             # a transfer.write frame stays under the 1 MiB limit
-_RECEIVE_SIZE = 65536
 
 
 def _bool(text: str) -> bool:
@@ -94,123 +94,6 @@ def _pairs(items: list[str], what: str, *, from_env: bool = False) -> dict[str, 
 
 
 # ---------------------------------------------------------------- the daemon, blocking
-
-
-class DaemonError(Exception):
-    """The daemon answered a request with an error (``code``, ``message``, ``details``)."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message, self.details = code, message, details or {}
-
-
-class ConnectionLost(ConnectionError):
-    """The connection to the daemon ended, or the daemon sent something that is not the protocol."""
-
-
-class _Daemon:
-    """One blocking connection to the daemon: the hello, then one request at a time.
-
-    The sans-IO ``protocols.rpc`` does the framing (STYLE.md: the adapter stays
-    boring); a CLI that makes one request after another needs no reader task.
-    Leaving a ``stream`` early closes the connection, which cancels it on the daemon.
-
-    Raises:
-        OSError: the socket cannot be reached. DaemonError: the hello was refused.
-        ConnectionLost: the daemon closed the connection or broke the protocol.
-    """
-
-    def __init__(self, path: str) -> None:
-        from protocols import rpc
-        self._rpc = rpc
-        self._decoder = rpc.FrameDecoder(max_frame_size=rpc.MAX_RESPONSE_FRAME_SIZE)
-        self._next_id = 0
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            self._sock.connect(path)
-            offered = tuple(sorted(rpc.SUPPORTED_VERSIONS))
-            self._send(rpc.ClientHello(offered, CLIENT_AGENT))
-            reply = self._receive()
-            if isinstance(reply, rpc.Error):
-                raise DaemonError(reply.code, reply.message, reply.details)
-            if not isinstance(reply, rpc.ServerHello) or reply.version not in offered:
-                raise ConnectionLost(f"the daemon did not answer the hello: {reply!r}")
-        except BaseException:
-            self._sock.close()
-            raise
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _send(self, message: Any) -> None:
-        rpc = self._rpc
-        try:
-            frame = rpc.encode_message(message, max_frame_size=rpc.MAX_REQUEST_FRAME_SIZE)
-        except rpc.LocalProtocolError as exc:       # a Dockerfile over 1 MiB, say
-            raise DaemonError("BAD_REQUEST", f"the request cannot be sent: {exc}") from None
-        self._sock.sendall(frame)
-
-    def _receive(self) -> Any:
-        rpc = self._rpc
-        try:
-            while True:
-                message = self._decoder.next_message()
-                if message is rpc.CLOSED:
-                    raise ConnectionLost("the daemon closed the connection")
-                if message is not rpc.NEED_DATA:
-                    break
-                self._decoder.receive_data(self._sock.recv(_RECEIVE_SIZE))
-        except rpc.RemoteProtocolError as exc:
-            raise ConnectionLost(f"the daemon sent an invalid frame: {exc}") from None
-        if isinstance(message, rpc.Error) and message.id is None:
-            raise ConnectionLost(f"the daemon closed the connection: {message.code}: {message.message}")
-        return message
-
-    def _request(self, method: str, params: dict[str, Any]) -> int:
-        self._next_id += 1
-        self._send(self._rpc.Request(self._next_id, method, params))
-        return self._next_id
-
-    def _answer(self, request_id: int) -> Any:
-        message = self._receive()
-        if getattr(message, "id", None) != request_id:
-            raise ConnectionLost(f"the daemon answered a request that was not made: {message!r}")
-        if isinstance(message, self._rpc.Error):
-            raise DaemonError(message.code, message.message, message.details)
-        return message
-
-    def call(self, method: str, /, **params: Any) -> Any:
-        """A unary method's result.
-
-        Raises:
-            DaemonError, ConnectionLost, OSError.
-        """
-        message = self._answer(self._request(method, params))
-        if not isinstance(message, self._rpc.Response):
-            raise ConnectionLost(f"{method} streamed where a result was expected")
-        return message.result
-
-    def stream(self, method: str, /, **params: Any) -> Iterator[Any]:
-        """A streaming method's items, until its end.
-
-        Raises:
-            DaemonError, ConnectionLost, OSError.
-        """
-        request_id = self._request(method, params)
-        while True:
-            message = self._answer(request_id)
-            if isinstance(message, self._rpc.Item):
-                yield message.item
-            elif isinstance(message, self._rpc.End):
-                return
-            else:
-                raise ConnectionLost(f"{method} answered with a result where items were expected")
 
 
 # ---------------------------------------------------------------- build
@@ -271,37 +154,37 @@ def run_build(args: argparse.Namespace, *, upload: bool = False, out=None) -> in
               "labels": _pairs(args.label, "--label")}
     host = args.host
     try:
-        with _Daemon(host.removeprefix("unix://")) as daemon:
+        with BlockingClient(host.removeprefix("unix://"), agent=CLIENT_AGENT) as daemon:
             try:
                 if not upload:
                     local = {"path": context, "device": st.st_dev, "inode": st.st_ino, "keep": keep}
                     try:
                         return _show(daemon.stream("image.build", context=local, **params), args.quiet, out)
-                    except DaemonError as exc:
+                    except RpcError as exc:
                         if not _upload_instead(exc):
                             raise
                 token = _upload_context(daemon, context, keep)
                 if token is None:
                     return 1
                 return _show(daemon.stream("image.build", transfer=token, **params), args.quiet, out)
-            except DaemonError as exc:
+            except RpcError as exc:
                 out.flush()
                 print(f"corral: {exc.message}", file=sys.stderr)
                 return 1
-    except (OSError, ConnectionLost, DaemonError) as exc:
+    except (OSError, ConnectionLost, RpcError) as exc:
         out.flush()
         print(f"corral: cannot talk to the daemon at {host}: {exc}", file=sys.stderr)
         return 125
 
 
-def _upload_instead(exc: DaemonError) -> bool:
+def _upload_instead(exc: RpcError) -> bool:
     """Rule 2: the daemon cannot read the context where we named it, or knows no ``context`` param."""
     if exc.details.get("reason") == CONTEXT_UNAVAILABLE:
         return True
     return exc.code == "BAD_REQUEST" and exc.message.startswith("bad params for image.build")
 
 
-def _upload_context(daemon: _Daemon, context: str, keep: list[str]) -> str | None:
+def _upload_context(daemon: BlockingClient, context: str, keep: list[str]) -> str | None:
     """Rule 2: the context as a tar, uploaded; its transfer token (None: a bad ``.dockerignore`` or an
     unreadable context, said on stderr)."""
     import tempfile

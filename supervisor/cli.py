@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         from importlib.metadata import version
         print(f"corral version {version('corral')}")
         return 0
-    if _verb(argv) == "build":
+    if verb_of(argv) == "build":
         # One streaming request: build_cli speaks it on a plain socket, without commands' imports.
         from .build_cli import main as build_main
         return build_main(argv)
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     return commands_main(argv)
 
 
-def _verb(argv: list[str]) -> str | None:
+def verb_of(argv: list[str]) -> str | None:
     """The verb after commands' global options (``-H HOST``, ``--host HOST``, ``--host=HOST``)."""
     i = 0
     while i < len(argv):

@@ -56,54 +56,13 @@ from protocols.rpc import (
     Response,
     ServerHello,
     encode_message,
-    status_for,
 )
 
-from .errors import CorralError
+from .blocking_client import CLIENT_AGENT, ConnectionLost, RpcError
 
-CLIENT_AGENT = "corral-client/0.1.0"
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 DEFAULT_STREAM_BUFFER = 1024
 _RECEIVE_SIZE = 65536
-
-
-class RpcError(CorralError):
-    """The daemon answered a request with an error.
-
-    Attributes:
-        code: the error code (``NOT_FOUND``...), possibly one newer than ours.
-        message: the daemon's message.
-        status: the HTTP status the daemon gave (``status_hint`` too).
-        details: machine-readable extras (``exit_code`` of a failed start).
-    """
-
-    def __init__(
-        self, code: str, message: str, status: int | None = None, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = self.status_hint = status_for(code) if status is None else status
-        self._details = details or {}
-
-    @property
-    def details(self) -> dict[str, Any]:
-        return self._details
-
-    def __repr__(self) -> str:
-        return f"RpcError({self.code!r}, {self.message!r}, {self.status})"
-
-
-class ConnectionLost(ConnectionError):
-    """The connection to the daemon ended (or broke) before the answer came.
-
-    Attributes:
-        error: the daemon's last word (an ``RpcError``) if it said why, else None.
-    """
-
-    def __init__(self, message: str, error: RpcError | None = None) -> None:
-        super().__init__(message)
-        self.error = error
 
 
 class StreamOverflow(Exception):

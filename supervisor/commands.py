@@ -4,35 +4,67 @@ Each verb parses its flags, makes its RPC calls and prints. Exit codes are
 Docker's: ``run`` and ``wait`` return the container's status; 125 when the
 daemon or the request failed; 126/127 when the command cannot be invoked or
 is not found.
+
+A verb is a plain function on the blocking client (``blocking_client.py``),
+unless it must read and write at once (attach, ``-it``, stats, cp): then it
+is a coroutine on the anyio client, and ``_run_verb`` gives it one. Start-up
+time is the point: the asyncio import alone costs more than most answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
 from typing import Any
 
-import anyio
-
 from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
 from protocols.detach import DetachKeysError
 from protocols.units import human_duration
 
 from . import attach_cli, build_cli, files_cli, images_cli, registry_cli, stats_cli
-from .client import ConnectionLost, RpcError, connect
+from .blocking_client import BlockingClient, ConnectionLost, RpcError
+from .cli import verb_of
 from .errors import CorralError
 
 DEFAULT_HOST = "unix:///run/corral/corral.sock"
 
 
-def _parser() -> argparse.ArgumentParser:
+class _OneVerb:
+    """The verbs' ``add_subparsers`` action, building only the parser of the verb being run.
+
+    argparse builds every verb's parser (~14 ms, at each start) to parse one
+    command line; the others get a ``_Discard``, which takes every call.
+    """
+
+    def __init__(self, sub: argparse._SubParsersAction, verb: str) -> None:
+        self._sub, self._verb = sub, verb
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name == self._verb:
+            return self._sub.add_parser(name, **kwargs)
+        return _Discard()
+
+
+class _Discard:
+    def __getattr__(self, name: str) -> Any:
+        return self._anything
+
+    def _anything(self, *args: Any, **kwargs: Any) -> _Discard:
+        return self
+
+
+def _parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``verb`` (a known one), only that verb's subparser."""
     p = argparse.ArgumentParser(prog="corral", description="Talk to the corral daemon.")
     p.add_argument("-H", "--host", default=os.environ.get("CORRAL_HOST", DEFAULT_HOST),
                    help=f"daemon socket (default $CORRAL_HOST or {DEFAULT_HOST})")
     sub = p.add_subparsers(dest="verb", required=True)
+    if verb is not None:
+        sub = _OneVerb(sub, verb)
     for verb in ("run", "create"):
         sp = sub.add_parser(verb, help=f"{verb} a container")
         if verb == "run":
@@ -220,9 +252,10 @@ def _import_args(sp: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    verb = verb_of(argv)
+    args = _parser(verb if verb in _VERBS else None).parse_args(argv)
     try:
-        return anyio.run(_dispatch, args)     # asyncio: the CLI need not import trio
+        return _run_verb(_VERBS[args.verb], None, args)
     except (CorralError, InvalidContainerConfig) as exc:      # RpcError is a CorralError
         print(f"corral: {exc}", file=sys.stderr)
         return 125
@@ -232,11 +265,31 @@ def main(argv: list[str]) -> int:
     except (OSError, ConnectionLost) as exc:
         print(f"corral: cannot talk to the daemon at {args.host}: {exc}", file=sys.stderr)
         return 125
+    except KeyboardInterrupt:          # ^C ends logs -f, events, a pull: no traceback
+        return 130
 
 
-async def _dispatch(args: argparse.Namespace) -> int:
-    async with connect(args.host.removeprefix("unix://")) as client:
-        return await _VERBS[args.verb](client, args)
+def _run_verb(verb, client: BlockingClient | None, args: argparse.Namespace, *extra: Any) -> Any:
+    """Run a verb: a plain function gets the blocking client (``blocking_client.py``; made if
+    ``client`` is None), a coroutine function the anyio client (``client.py``) on a connection of
+    its own: the verbs that read and write at once (attach, ``-it``, ``stats``, cp)."""
+    if inspect.iscoroutinefunction(verb):
+        return _with_async_client(args, verb, *extra)
+    if client is not None:
+        return verb(client, args, *extra)
+    with BlockingClient(args.host.removeprefix("unix://")) as client:
+        return verb(client, args, *extra)
+
+
+def _with_async_client(args: argparse.Namespace, verb, *extra: Any) -> Any:
+    import anyio
+
+    from .client import connect
+
+    async def run() -> Any:
+        async with connect(args.host.removeprefix("unix://")) as client:
+            return await verb(client, args, *extra)
+    return anyio.run(run)      # asyncio: the CLI need not import trio
 
 
 def create_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,27 +382,25 @@ def exec_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-async def cmd_exec(client, args) -> int:
+def cmd_exec(client, args) -> int:
     """docker exec: the command's output on ours, its exit status as ours (126/127 when it cannot start)."""
     keys = attach_cli.detach_keys_of(args)
-    created = await client.call("exec.create", id=args.container, body=exec_body(args))
+    created = client.call("exec.create", id=args.container, body=exec_body(args))
     code = 0
     try:
         if (args.interactive or args.tty) and not args.detach:
-            detached, code = await attach_cli.attach_exec(client, created["Id"], tty=args.tty,
-                                                          stdin=args.interactive, detach_keys=keys)
+            detached, code = _run_verb(_exec_attached, client, args, created["Id"], keys)
             if detached:
                 attach_cli.say_detached()
                 return 0
             return code
-        async with client.stream("exec.start", id=created["Id"], detach=args.detach) as items:
-            async for item in items:
-                if "data" in item:
-                    out = sys.stdout if item["stream"] == "stdout" else sys.stderr
-                    out.buffer.write(item["data"])
-                    out.flush()
-                elif "ExitCode" in item:
-                    code = int(item["ExitCode"])
+        for item in client.stream("exec.start", id=created["Id"], detach=args.detach):
+            if "data" in item:
+                out = sys.stdout if item["stream"] == "stdout" else sys.stderr
+                out.buffer.write(item["data"])
+                out.flush()
+            elif "ExitCode" in item:
+                code = int(item["ExitCode"])
     except RpcError as exc:
         if exc.details.get("exit_code") in (126, 127):
             print(f"corral: {exc.message}", file=sys.stderr)
@@ -358,39 +409,41 @@ async def cmd_exec(client, args) -> int:
     return code
 
 
+async def _exec_attached(client, args, exec_id: str, keys: bytes) -> tuple[bool, int]:
+    return await attach_cli.attach_exec(client, exec_id, tty=args.tty, stdin=args.interactive, detach_keys=keys)
+
+
 def _restart(text: str) -> dict[str, Any]:
     name, _, count = text.partition(":")
     return {"Name": name, "MaximumRetryCount": int(count) if count.isdigit() else 0}
 
 
-async def _create(client, args) -> str:
-    created = await client.call("container.create", body=create_body(args), name=args.name)
+def _create(client, args) -> str:
+    created = client.call("container.create", body=create_body(args), name=args.name)
     if args.cidfile:
         with open(args.cidfile, "x") as f:          # Docker refuses an existing cidfile
             f.write(created["Id"])
     return created["Id"]
 
 
-async def cmd_create(client, args) -> int:
-    print(await _create(client, args))
+def cmd_create(client, args) -> int:
+    print(_create(client, args))
     return 0
 
 
-async def cmd_run(client, args) -> int:
+def cmd_run(client, args) -> int:
     # --rm in the foreground is done here, after the output is read (the old
     # docker client's way); detached, the daemon removes it (AutoRemove).
     remove_after = args.rm and not args.detach
     if remove_after:
         args.rm = False
     keys = attach_cli.detach_keys_of(args)
-    cid = await _create(client, args)
+    cid = _create(client, args)
     try:
         if (args.interactive or args.tty) and not args.detach:
             # Attached before the start, so nothing it writes first is missed (attach.py rule 2).
             try:
-                detached = await attach_cli.attach_container(
-                    client, cid, stdin=args.interactive, detach_keys=keys, sig_proxy=args.sig_proxy,
-                    on_attached=lambda: client.call("container.start", id=cid))
+                detached = _run_verb(_run_attached, client, args, cid, keys)
             except RpcError as exc:
                 if exc.code == "NOT_FOUND" or exc.details.get("exit_code") is None:
                     raise
@@ -400,9 +453,9 @@ async def cmd_run(client, args) -> int:
                 attach_cli.say_detached()
                 remove_after = False                 # it runs on; docker leaves it to --rm's AutoRemove
                 return 0
-            return int((await client.call("container.wait", id=cid))["StatusCode"])
+            return int(client.call("container.wait", id=cid)["StatusCode"])
         try:
-            await client.call("container.start", id=cid)
+            client.call("container.start", id=cid)
         except RpcError as exc:
             print(f"corral: {exc.message}", file=sys.stderr)
             # Docker's codes: 126/127 when the command is the cause, else 125.
@@ -412,26 +465,31 @@ async def cmd_run(client, args) -> int:
             return 0
         if args.log_driver != "none":
             # The container's output, from its log: everything since it started, until it stops.
-            await _print_logs(client, cid, follow=True)
-        result = await client.call("container.wait", id=cid)
+            _print_logs(client, cid, follow=True)
+        result = client.call("container.wait", id=cid)
         return int(result["StatusCode"])
     finally:
         if remove_after:
-            await client.call("container.remove", id=cid, force=True, volumes=True)
+            client.call("container.remove", id=cid, force=True, volumes=True)
 
 
-async def _print_logs(client, ref: str, **params) -> None:
+async def _run_attached(client, args, cid: str, keys: bytes) -> bool:
+    return await attach_cli.attach_container(client, cid, stdin=args.interactive, detach_keys=keys,
+                                             sig_proxy=args.sig_proxy,
+                                             on_attached=lambda: client.call("container.start", id=cid))
+
+
+def _print_logs(client, ref: str, **params) -> None:
     """Stream ``container.logs``: stdout entries to our stdout, stderr ones to our stderr."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    async with client.stream("container.logs", id=ref, **params) as batches:
-        async for batch in batches:
-            for stream, text in batch:
-                (out if stream == "stdout" else err).write(text)
-            out.flush()
-            err.flush()
+    for batch in client.stream("container.logs", id=ref, **params):
+        for stream, text in batch:
+            (out if stream == "stdout" else err).write(text)
+        out.flush()
+        err.flush()
 
 
-async def cmd_logs(client, args) -> int:
+def cmd_logs(client, args) -> int:
     """docker logs: -f follows until the container stops; times as Docker reads them."""
     from protocols.jsonlog import format_unix, parse_timestamp
 
@@ -448,15 +506,15 @@ async def cmd_logs(client, args) -> int:
     if args.tail != "all" and not args.tail.lstrip("-").isdecimal():
         print(f"corral: invalid value for --tail: {args.tail!r} (a number or \"all\")", file=sys.stderr)
         return 125
-    await _print_logs(client, args.container, **params)
+    _print_logs(client, args.container, **params)
     return 0
 
 
-async def _each(client, args, method: str, **params) -> int:
+def _each(client, args, method: str, **params) -> int:
     code = 0
     for ref in args.containers:
         try:
-            await client.call(method, id=ref, **params)
+            client.call(method, id=ref, **params)
             print(ref)
         except RpcError as exc:
             print(f"corral: {exc.message}", file=sys.stderr)
@@ -464,75 +522,78 @@ async def _each(client, args, method: str, **params) -> int:
     return code
 
 
-async def cmd_start(client, args) -> int:
+def cmd_start(client, args) -> int:
     """docker start; with -a (one container) attached until it stops, exiting with its status."""
     if not args.attach and not args.interactive:
-        return await _each(client, args, "container.start")
+        return _each(client, args, "container.start")
     if len(args.containers) != 1:
         print("corral: you cannot start and attach multiple containers at once", file=sys.stderr)
         return 1
     keys = attach_cli.detach_keys_of(args)
     ref = args.containers[0]
-    if (await client.call("container.inspect", id=ref))["State"]["Running"]:
-        await client.call("container.start", id=ref)        # 304: already running; attach to it as docker does
-        on_attached = None
-    else:
-        async def on_attached() -> None:
-            await client.call("container.start", id=ref)
-    if await attach_cli.attach_container(client, ref, stdin=args.interactive, detach_keys=keys, sig_proxy=True,
-                                         on_attached=on_attached):
+    running = client.call("container.inspect", id=ref)["State"]["Running"]
+    if running:
+        client.call("container.start", id=ref)        # 304: already running; attach to it as docker does
+    if _run_verb(_start_attached, client, args, ref, keys, not running):
         attach_cli.say_detached()
         return 0
-    return int((await client.call("container.wait", id=ref))["StatusCode"])
+    return int(client.call("container.wait", id=ref)["StatusCode"])
 
 
-async def cmd_stop(client, args) -> int:
-    return await _each(client, args, "container.stop", timeout=args.time)
+async def _start_attached(client, args, ref: str, keys: bytes, start: bool) -> bool:
+    async def on_attached() -> None:
+        await client.call("container.start", id=ref)
+    return await attach_cli.attach_container(client, ref, stdin=args.interactive, detach_keys=keys, sig_proxy=True,
+                                             on_attached=on_attached if start else None)
 
 
-async def cmd_restart(client, args) -> int:
-    return await _each(client, args, "container.restart", timeout=args.time)
+def cmd_stop(client, args) -> int:
+    return _each(client, args, "container.stop", timeout=args.time)
 
 
-async def cmd_kill(client, args) -> int:
-    return await _each(client, args, "container.kill", signal=args.signal)
+def cmd_restart(client, args) -> int:
+    return _each(client, args, "container.restart", timeout=args.time)
 
 
-async def cmd_rm(client, args) -> int:
-    return await _each(client, args, "container.remove", force=args.force, volumes=args.volumes)
+def cmd_kill(client, args) -> int:
+    return _each(client, args, "container.kill", signal=args.signal)
 
 
-async def cmd_pause(client, args) -> int:
-    return await _each(client, args, "container.pause")
+def cmd_rm(client, args) -> int:
+    return _each(client, args, "container.remove", force=args.force, volumes=args.volumes)
 
 
-async def cmd_unpause(client, args) -> int:
-    return await _each(client, args, "container.unpause")
+def cmd_pause(client, args) -> int:
+    return _each(client, args, "container.pause")
 
 
-async def cmd_wait(client, args) -> int:
+def cmd_unpause(client, args) -> int:
+    return _each(client, args, "container.unpause")
+
+
+def cmd_wait(client, args) -> int:
     """Prints each container's status; exits 0 (docker wait)."""
     for ref in args.containers:
-        result = await client.call("container.wait", id=ref)
+        result = client.call("container.wait", id=ref)
         print(result["StatusCode"])
     return 0
 
 
-async def cmd_rename(client, args) -> int:
-    await client.call("container.rename", id=args.container, name=args.new_name)
+def cmd_rename(client, args) -> int:
+    client.call("container.rename", id=args.container, name=args.new_name)
     return 0
 
 
-async def cmd_inspect(client, args) -> int:
-    return await _inspect_all(client, "container.inspect", "id", args.containers)
+def cmd_inspect(client, args) -> int:
+    return _inspect_all(client, "container.inspect", "id", args.containers)
 
 
-async def _inspect_all(client, method: str, param: str, refs: list[str]) -> int:
+def _inspect_all(client, method: str, param: str, refs: list[str]) -> int:
     """docker inspect's shape: one JSON array of what was found; a miss is an error line and exit 1."""
     code, out = 0, []
     for ref in refs:
         try:
-            out.append(await client.call(method, **{param: ref}))
+            out.append(client.call(method, **{param: ref}))
         except RpcError as exc:
             print(f"corral: {exc.message}", file=sys.stderr)
             code = 1
@@ -551,8 +612,8 @@ def _filters(pairs: list[str]) -> dict[str, list[str]]:
     return filters
 
 
-async def cmd_ps(client, args) -> int:
-    rows = await client.call("container.list", all=args.all, filters=_filters(args.filter),
+def cmd_ps(client, args) -> int:
+    rows = client.call("container.list", all=args.all, filters=_filters(args.filter),
                              limit=1 if args.latest else args.last)
     if args.quiet:
         for r in rows:
@@ -572,19 +633,19 @@ async def cmd_ps(client, args) -> int:
     return 0
 
 
-async def cmd_top(client, args) -> int:
+def cmd_top(client, args) -> int:
     """docker top: ps's columns for the container's processes (host PIDs), and CPID, the PID inside it."""
-    top = await client.call("container.top", id=args.container, ps_args=" ".join(args.ps_args) or "-ef")
+    top = client.call("container.top", id=args.container, ps_args=" ".join(args.ps_args) or "-ef")
     _print_table([tuple(top["Titles"])] + [tuple(p) for p in top["Processes"]], minwidth=20)
     return 0
 
 
-async def cmd_container(client, args) -> int:
+def cmd_container(client, args) -> int:
     # Only prune for now; the other `container X` verbs are the top-level ones.
     if not args.force and not _confirm("WARNING! This will remove all stopped containers.\n"
                                        "Are you sure you want to continue? [y/N] "):
         return 0
-    report = await client.call("container.prune", filters=_filters(args.filter))
+    report = client.call("container.prune", filters=_filters(args.filter))
     if report["ContainersDeleted"]:
         print("Deleted Containers:")
         for cid in report["ContainersDeleted"]:
@@ -604,14 +665,14 @@ def _confirm(question: str) -> bool:
 def _client_version() -> dict[str, Any]:
     import platform
 
-    from .engine import API_VERSION, go_arch, server_version
+    from .version import API_VERSION, go_arch, server_version
     return {"Version": server_version(), "ApiVersion": API_VERSION, "PythonVersion": platform.python_version(),
             "Os": "linux", "Arch": go_arch(platform.machine())}
 
 
-async def cmd_version(client, args) -> int:
+def cmd_version(client, args) -> int:
     client_side = _client_version()
-    server = await client.call("system.version")
+    server = client.call("system.version")
     if args.format == "json":
         print(json.dumps({"Client": client_side, "Server": server}))
         return 0
@@ -632,8 +693,8 @@ async def cmd_version(client, args) -> int:
     return 0
 
 
-async def cmd_info(client, args) -> int:
-    info = await client.call("system.info")
+def cmd_info(client, args) -> int:
+    info = client.call("system.info")
     if args.format == "json":
         print(json.dumps(info))
         return 0
@@ -670,17 +731,17 @@ def _print_fields(rows: list[tuple[str, str | None]]) -> None:
         print(label if value is None else f"{label.ljust(width)}{value}")
 
 
-async def cmd_volume(client, args) -> int:
+def cmd_volume(client, args) -> int:
     verb = args.volume_verb
     if verb == "create":
         opts = dict(o.partition("=")[::2] for o in args.opt)
-        volume = await client.call("volume.create", name=args.name, driver=args.driver,
+        volume = client.call("volume.create", name=args.name, driver=args.driver,
                                    labels=dict(label.partition("=")[::2] for label in args.label),
                                    driver_opts=opts or None)
         print(volume["Name"])
         return 0
     if verb == "ls":
-        volumes = (await client.call("volume.list", filters=_filters(args.filter)))["Volumes"]
+        volumes = client.call("volume.list", filters=_filters(args.filter))["Volumes"]
         if args.quiet:
             for v in volumes:
                 print(v["Name"])
@@ -691,11 +752,11 @@ async def cmd_volume(client, args) -> int:
             _print_table([("DRIVER", "VOLUME NAME")] + [(v["Driver"], v["Name"]) for v in volumes])
         return 0
     if verb == "inspect":
-        return await _inspect_all(client, "volume.inspect", "name", args.volumes)
+        return _inspect_all(client, "volume.inspect", "name", args.volumes)
     code = 0                                   # rm
     for name in args.volumes:
         try:
-            await client.call("volume.remove", name=name, force=args.force)
+            client.call("volume.remove", name=name, force=args.force)
             print(name)
         except RpcError as exc:
             print(f"corral: {exc.message}", file=sys.stderr)
@@ -703,9 +764,9 @@ async def cmd_volume(client, args) -> int:
     return code
 
 
-async def cmd_images(client, args) -> int:
+def cmd_images(client, args) -> int:
     filters = _filters(args.filter)
-    rows = await client.call("image.list", all=args.all, filters=filters)
+    rows = client.call("image.list", all=args.all, filters=filters)
     if args.format == "json":
         for r in rows:
             print(json.dumps(r))
@@ -732,12 +793,12 @@ async def cmd_images(client, args) -> int:
     return 0
 
 
-async def cmd_rmi(client, args) -> int:
+def cmd_rmi(client, args) -> int:
     """docker rmi: each image in turn; "Untagged:"/"Deleted:" lines; exit 1 if any failed."""
     code = 0
     for ref in args.images:
         try:
-            for record in await client.call("image.remove", id=ref, force=args.force):
+            for record in client.call("image.remove", id=ref, force=args.force):
                 for what, name in record.items():
                     print(f"{what}: {name}")
         except RpcError as exc:
@@ -746,12 +807,12 @@ async def cmd_rmi(client, args) -> int:
     return code
 
 
-async def cmd_tag(client, args) -> int:
-    await client.call("image.tag", source=args.source, reference=args.target)
+def cmd_tag(client, args) -> int:
+    client.call("image.tag", source=args.source, reference=args.target)
     return 0
 
 
-async def cmd_import(client, args) -> int:
+def cmd_import(client, args) -> int:
     """docker import: prints the new image's id.
 
     The daemon reads the tar from a path on this host (the RPC's frames are capped
@@ -762,12 +823,12 @@ async def cmd_import(client, args) -> int:
         return 125
     spooled = None
     if args.source == "-":
-        spooled = await anyio.to_thread.run_sync(_spool_stdin)
+        spooled = _spool_stdin()
         source = spooled
     else:
         source = os.path.abspath(args.source)
     try:
-        image = await client.call("image.import", source=source, reference=args.reference, changes=args.change,
+        image = client.call("image.import", source=source, reference=args.reference, changes=args.change,
                                   message=args.message or f"Imported from {args.source}")
     finally:
         if spooled is not None:
@@ -795,46 +856,45 @@ def _spool_stdin() -> str:
     return path
 
 
-async def cmd_image(client, args) -> int:
+def cmd_image(client, args) -> int:
     verb = args.image_verb
     if verb == "inspect":
-        return await _inspect_all(client, "image.inspect", "id", args.images)
+        return _inspect_all(client, "image.inspect", "id", args.images)
     if verb in _IMAGE_VERBS:
-        return await _IMAGE_VERBS[verb](client, args)
-    image = await client.call("image.bootstrap", name=args.name)
+        return _run_verb(_IMAGE_VERBS[verb], client, args)
+    image = client.call("image.bootstrap", name=args.name)
     print(image["Id"])
     return 0
 
 
-async def cmd_events(client, args) -> int:
+def cmd_events(client, args) -> int:
     filters = _filters(args.filter)
-    async with client.stream("system.events", filters=filters, since=args.since, until=args.until) as events:
-        async for e in events:
-            if args.format == "json":
-                print(json.dumps(e), flush=True)
-            else:
-                attrs = ", ".join(f"{k}={v}" for k, v in sorted(e["attributes"].items()))
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time_ns"] / 1e9))
-                print(f"{stamp}.{e['time_ns'] % 1_000_000_000:09d} {e['type']} {e['action']} {e['id']} ({attrs})",
-                      flush=True)
+    for e in client.stream("system.events", filters=filters, since=args.since, until=args.until):
+        if args.format == "json":
+            print(json.dumps(e), flush=True)
+        else:
+            attrs = ", ".join(f"{k}={v}" for k, v in sorted(e["attributes"].items()))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time_ns"] / 1e9))
+            print(f"{stamp}.{e['time_ns'] % 1_000_000_000:09d} {e['type']} {e['action']} {e['id']} ({attrs})",
+                  flush=True)
     return 0
 
 
-async def cmd_up(client, args) -> int:
-    return await _compose(client, args, "compose.up")
+def cmd_up(client, args) -> int:
+    return _compose(client, args, "compose.up")
 
 
-async def cmd_down(client, args) -> int:
-    return await _compose(client, args, "compose.down")
+def cmd_down(client, args) -> int:
+    return _compose(client, args, "compose.down")
 
 
-async def _compose(client, args, method: str) -> int:
+def _compose(client, args, method: str) -> int:
     from pathlib import Path
 
     from .services import read_project
 
-    kwargs = await anyio.to_thread.run_sync(read_project, Path(args.file), dict(os.environ))
-    result = await client.call(method, project=args.project_name, **kwargs)
+    kwargs = read_project(Path(args.file), dict(os.environ))
+    result = client.call(method, project=args.project_name, **kwargs)
     for warning in result.get("warnings", []):
         print(f"WARN: {warning}", file=sys.stderr)
     for action in result["actions"]:

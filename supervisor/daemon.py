@@ -34,7 +34,7 @@ from runtime.cgroups import CgroupMode, detect_mode
 from . import attach, registry
 from ._host import KeeperLink, open_linux_host
 from .config import KEYS, ConfigError, apply_config, given_dests, read_config
-from .engine import Engine, server_version
+from .engine import Engine
 from .errors import CorralError, InvalidRequest
 from .events import EventBus
 from .execs import stream_exec_output
@@ -49,6 +49,7 @@ from .metrics_server import (
 from .rpc_server import Methods, serve_unix
 from .services import ServiceManager, parse_project, read_project
 from .state import StateStore
+from .version import server_version
 
 log = logging.getLogger("corral.daemon")
 DEFAULT_DATA_ROOT = Path("/var/lib/corral")

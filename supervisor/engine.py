@@ -100,6 +100,7 @@ from .metrics_server import MetricsHub
 from .restart import parse_restart_policy, restart_on_daemon_start
 from .state import StateStore, container_delete, container_put, volume_delete, volume_put
 from .keeper import Held
+from .version import API_VERSION, go_arch, server_version
 from .task import Adopted, Keep, Supervised, supervise
 
 log = logging.getLogger("corral.engine")
@@ -107,7 +108,6 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")      # moby's validContain
 _STOPPING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "quiet", "sharp", "sunny", "witty")
 _NOUNS = ("ada", "babbage", "curie", "dijkstra", "euler", "gauss", "hopper", "knuth", "lovelace", "turing")
-API_VERSION = "1.41"             # the Docker Engine API version whose shapes we answer with
 # moby's container states (container/state.go IsValidStateString); "removing"
 # and "dead" never occur here but are valid filter values all the same.
 STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
@@ -1801,20 +1801,6 @@ def _disk_usage(path: Path) -> int:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_size
     return total
-
-
-def server_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("corral")
-    except PackageNotFoundError:
-        return "dev"
-
-
-def go_arch(machine: str) -> str:
-    """uname machine -> Go's GOARCH, which Docker's version and platform fields use."""
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-            "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
 
 
 def _host_facts(data_root: Path) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """``corral cp``, ``diff``, ``export``, ``save``, ``load``: the CLI side of supervisor/files.py
-(anyio, like commands.py).
+(anyio's client: commands.py runs these verbs on it).
 
 ``cp`` decides where things land on the client, as the docker CLI does
 (cli/command/container/cp.go and moby's archive.CopyInfoDestinationPath);
@@ -32,10 +32,7 @@ import stat
 import sys
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
-from .client import RpcError
+from .blocking_client import RpcError
 from .errors import CorralError, InvalidRequest
 
 CHUNK = 512 << 10          # a transfer.write frame stays well under the 1 MiB request limit
@@ -112,6 +109,8 @@ async def _download(client, token: str, out) -> None:
     Raises:
         _ReaderGone: the pipe was closed by its reader; the transfer is closed.
     """
+    import anyio.to_thread      # here: only these verbs pay for it
+
     try:
         try:
             while chunk := await client.call("transfer.read", transfer=token, size=1 << 20):
@@ -132,6 +131,8 @@ async def _download(client, token: str, out) -> None:
 
 async def _upload(client, read) -> str:
     """Send what ``read(n)`` (blocking, run in a thread) returns until it is empty; the transfer token."""
+    import anyio.to_thread      # here: only these verbs pay for it
+
     token = None
     while True:
         chunk = await anyio.to_thread.run_sync(read, CHUNK)
@@ -183,6 +184,8 @@ async def cmd_cp(client, args) -> int:
 
 async def _copy_out(client, container: str, path: str, dest: str, args) -> int:
     from runtime import archive   # tar work only where a verb needs it: keeps CLI start-up lean
+    import anyio.to_thread
+
     if not path:
         raise InvalidRequest("a container path is required (CONTAINER:PATH)")
     if args.follow_link:

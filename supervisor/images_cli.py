@@ -26,10 +26,10 @@ def add_parsers(sub: argparse._SubParsersAction, isub: argparse._SubParsersActio
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
 
-async def cmd_history(client, args) -> int:
+def cmd_history(client, args) -> int:
     from .commands import _ago, _print_table, _size
 
-    rows = await client.call("image.history", id=args.image)
+    rows = client.call("image.history", id=args.image)
     if args.format == "json":
         for r in rows:
             print(json.dumps(r))
@@ -53,7 +53,7 @@ def _short(image_id: str, no_trunc: bool) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-async def cmd_image_prune(client, args) -> int:
+def cmd_image_prune(client, args) -> int:
     from .commands import _filters, _size   # not at the top: commands imports this module
 
     if not args.force and sys.stdin.isatty():
@@ -61,7 +61,7 @@ async def cmd_image_prune(client, args) -> int:
         answer = input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return 0
-    result = await client.call("image.prune", all=args.all, filters=_filters(args.filter))
+    result = client.call("image.prune", all=args.all, filters=_filters(args.filter))
     deleted = result.get("ImagesDeleted") or []
     if deleted:
         print("Deleted Images:")
@@ -73,10 +73,10 @@ async def cmd_image_prune(client, args) -> int:
     return 0
 
 
-async def cmd_system(client, args) -> int:
+def cmd_system(client, args) -> int:
     from .commands import _print_table, _size
 
-    df = await client.call("system.df")
+    df = client.call("system.df")
     if args.format == "json":
         print(json.dumps(df))
         return 0

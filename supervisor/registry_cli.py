@@ -112,35 +112,33 @@ def _registry_of(name: str) -> str:
 # ---------------------------------------------------------------- verbs
 
 
-async def cmd_pull(client, args) -> int:
+def cmd_pull(client, args) -> int:
     progress = _Progress(sys.stdout, quiet=args.quiet)
-    async with client.stream("image.pull", name=args.name, auth=credentials_for(_registry_of(args.name))) as items:
-        async for message in items:
-            progress.show(message)
+    for message in client.stream("image.pull", name=args.name, auth=credentials_for(_registry_of(args.name))):
+        progress.show(message)
     progress.done()
     if args.quiet:
         print(args.name)
     return 0
 
 
-async def cmd_push(client, args) -> int:
+def cmd_push(client, args) -> int:
     progress = _Progress(sys.stdout, quiet=args.quiet)
     last = ""
-    async with client.stream("image.push", name=args.name, auth=credentials_for(_registry_of(args.name))) as items:
-        async for message in items:
-            last = message.get("status", last)
-            progress.show(message)
+    for message in client.stream("image.push", name=args.name, auth=credentials_for(_registry_of(args.name))):
+        last = message.get("status", last)
+        progress.show(message)
     progress.done()
     if args.quiet:
         print(last)
     return 0
 
 
-async def cmd_search(client, args) -> int:
+def cmd_search(client, args) -> int:
     registry, slash, term = args.term.rpartition("/")
     if not slash:
         raise InvalidRequest("search: name the registry, as REGISTRY/TERM (there is no Docker Hub here)")
-    results = await client.call("image.search", term=term, registry=registry, limit=args.limit,
+    results = client.call("image.search", term=term, registry=registry, limit=args.limit,
                                 auth=credentials_for(registry))
     if args.format == "json":
         for r in results:
@@ -153,7 +151,7 @@ async def cmd_search(client, args) -> int:
     return 0
 
 
-async def cmd_login(client, args) -> int:
+def cmd_login(client, args) -> int:
     username = args.username or input("Username: ")
     if args.password_stdin:
         if args.password is not None:
@@ -163,7 +161,7 @@ async def cmd_login(client, args) -> int:
         password = args.password if args.password is not None else getpass.getpass("Password: ")
     if not username or not password:
         raise InvalidRequest("login: a username and a password are required")
-    reply = await client.call("system.login", server=args.server, username=username, password=password)
+    reply = client.call("system.login", server=args.server, username=username, password=password)
     auths = _read_auths()
     auths[_server_key(args.server)] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     _write_auths(auths)
@@ -171,7 +169,7 @@ async def cmd_login(client, args) -> int:
     return 0
 
 
-async def cmd_logout(client, args) -> int:
+def cmd_logout(client, args) -> int:
     key = _server_key(args.server)
     auths = _read_auths()
     if key not in auths:

@@ -17,6 +17,7 @@ import trio
 from protocols.dockerfile import parse_dockerignore
 from runtime.build_context import index_directory, index_tar
 from supervisor import build_cli, cli, commands
+from supervisor.blocking_client import BlockingClient, RpcError
 from supervisor.build import CONTEXT_UNAVAILABLE, ContextUnavailable, LocalContext
 from supervisor.errors import InvalidRequest
 from supervisor.rpc_server import Methods, serve_unix
@@ -170,28 +171,28 @@ def test_errors_and_exit_codes(tmp_path: Path, context: Path, capsys: pytest.Cap
 
 
 def test_blocking_adapter_calls_and_streams(tmp_path: Path) -> None:
-    with FakeDaemon(tmp_path) as daemon, build_cli._Daemon(str(daemon.socket)) as conn:
+    with FakeDaemon(tmp_path) as daemon, BlockingClient(str(daemon.socket)) as conn:
         token = conn.call("transfer.write", data=b"abc")
         assert conn.call("transfer.write", data=b"def", transfer=token) == token
         assert bytes(daemon.uploads[token]) == b"abcdef"
-        with pytest.raises(build_cli.DaemonError) as err:
+        with pytest.raises(RpcError) as err:
             list(conn.stream("image.build", dockerfile="", context={"path": "relative"}))
         assert err.value.code == "BAD_REQUEST" and "context.path must be an absolute path" in err.value.message
-        with pytest.raises(build_cli.DaemonError) as err:
+        with pytest.raises(RpcError) as err:
             conn.call("no.such.method")
         assert err.value.code == "UNIMPLEMENTED"
         assert conn.call("transfer.write", data=b"", transfer=token) == token   # still usable after errors
 
 
 def test_the_build_verb_is_routed_past_the_other_verbs() -> None:
-    assert cli._verb(["build", "."]) == "build"
-    assert cli._verb(["-H", "unix:///s", "build", "."]) == "build"
-    assert cli._verb(["--host", "unix:///s", "build"]) == "build"
-    assert cli._verb(["--host=unix:///s", "build"]) == "build"
-    assert cli._verb(["-Hunix:///s", "build"]) == "build"
-    assert cli._verb(["-H", "build", "ps"]) == "ps"              # "build" as the host's value
-    assert cli._verb(["--help"]) is None and cli._verb([]) is None
-    assert cli._verb(["ps", "build"]) == "ps"
+    assert cli.verb_of(["build", "."]) == "build"
+    assert cli.verb_of(["-H", "unix:///s", "build", "."]) == "build"
+    assert cli.verb_of(["--host", "unix:///s", "build"]) == "build"
+    assert cli.verb_of(["--host=unix:///s", "build"]) == "build"
+    assert cli.verb_of(["-Hunix:///s", "build"]) == "build"
+    assert cli.verb_of(["-H", "build", "ps"]) == "ps"              # "build" as the host's value
+    assert cli.verb_of(["--help"]) is None and cli.verb_of([]) is None
+    assert cli.verb_of(["ps", "build"]) == "ps"
 
 
 def test_constants_agree_with_the_daemon_and_commands() -> None:
