@@ -133,6 +133,7 @@ class ImageRecord:
     tags: tuple[str, ...] = ()   # normalised: docker.io/library/busybox:latest
     size: int = 0                # bytes in its snapshots, as `docker images` shows
     digests: tuple[str, ...] = ()   # name@manifest-digest where a registry has it (pull, push)
+    parent: str = ""             # the image it was committed on (build, commit); "" for pulled or imported
 
 
 class JsonImageIndex:
@@ -155,7 +156,7 @@ class JsonImageIndex:
         except (OSError, ValueError) as exc:
             raise ImageError(f"cannot read the image index {self.path}: {exc}") from exc
         return {image_id: ImageRecord(image_id, r["manifest"], tuple(r.get("tags", ())), int(r.get("size", 0)),
-                                      tuple(r.get("digests", ())))
+                                      tuple(r.get("digests", ())), r.get("parent", ""))
                 for image_id, r in doc.get("images", {}).items()}
 
     @contextlib.contextmanager
@@ -176,7 +177,8 @@ class JsonImageIndex:
 
     def _write(self, records: dict[str, ImageRecord]) -> None:
         doc = {"images": {r.id: {"manifest": r.manifest, "tags": list(r.tags), "size": r.size,
-                                 **({"digests": list(r.digests)} if r.digests else {})}
+                                 **({"digests": list(r.digests)} if r.digests else {}),
+                                 **({"parent": r.parent} if r.parent else {})}
                           for r in sorted(records.values(), key=lambda r: r.id)}}
         tmp = self.path.with_name(f"{_TMP_PREFIX}{self.path.name}-{uuid.uuid4().hex[:12]}")
         try:
@@ -208,6 +210,7 @@ class Image:
     manifest_digest: str
     layer_dirs: tuple[Path, ...]
     repo_digests: tuple[str, ...] = ()   # familiar name@sha256:... (docker's RepoDigests)
+    parent: str = ""                     # the image it was committed on (docker's Parent), if any
 
     @property
     def short_id(self) -> str:
@@ -361,7 +364,7 @@ class ImageStore:
                     ))
                     manifest_digest = self.content.write_blob(manifest_bytes)
                     return self.register(records, config_digest, manifest_digest, layers,
-                                         [tag] if tag is not None else [])
+                                         [tag] if tag is not None else [], parent=base.id if base else "")
         finally:
             if tar is not None:
                 tar.unlink(missing_ok=True)
@@ -390,13 +393,17 @@ class ImageStore:
             self._move_tag(records, tag, record.id)
             return self._image(records[record.id])
 
-    def remove(self, ref: str, *, force: bool = False) -> list[tuple[str, str]]:
+    def remove(self, ref: str, *, force: bool = False, prune: bool = True,
+               in_use: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
         """``docker rmi``: untag; delete the image once no tag is left.
 
         By tag, only that tag goes, and the image with it if it was the last. By
         id, the image and all its tags go, but only with ``force`` when it has
         more than one (Docker's rule). Blobs and snapshots that another image
-        still uses stay.
+        still uses stay. With ``prune`` (Docker's default; ``--no-prune`` turns it
+        off), a deleted image's parents go too, nearest first, while they are
+        untagged, no other image was committed on them and none is in ``in_use``
+        (the ids containers run): the intermediate images of a build.
 
         Returns:
             What happened, in Docker's words: ``[("Untagged", "busybox:latest"), ("Deleted", "sha256:...")]``.
@@ -420,8 +427,14 @@ class ImageStore:
                 records[record.id] = replace(record, tags=left)
                 return done
             del records[record.id]
-            self._delete_unused(record, records)
-            return [*done, ("Deleted", record.id)]
+            deleted = [record]
+            while prune and (parent := records.get(deleted[-1].parent)) is not None and not parent.tags \
+                    and parent.id not in in_use and not any(r.parent == parent.id for r in records.values()):
+                del records[parent.id]
+                deleted.append(parent)
+            for gone in deleted:
+                self._delete_unused(gone, records)
+            return [*done, *(("Deleted", gone.id) for gone in deleted)]
 
     def add_repo_digest(self, image_id: str, name: str, manifest_digest: str) -> None:
         """Remember that ``name`` (a normalised repository) serves this image as ``manifest_digest``
@@ -495,10 +508,11 @@ class ImageStore:
         return self.register(records, config_digest, manifest_digest, layers, [tag] if tag is not None else [])
 
     def register(self, records: dict[str, ImageRecord], config_digest: str, manifest_digest: str,
-                 layers: list[tuple[Descriptor, str]], tags: list[str]) -> Image:
+                 layers: list[tuple[Descriptor, str]], tags: list[str], *, parent: str = "") -> Image:
         """Make an image of blobs already in the content store: unpack each layer into its
         snapshot (once per chain id, checked against its diff id), record it, move ``tags``
-        (normalised) onto it. Call inside ``index.transaction()``.
+        (normalised) onto it. ``parent``: the image it was committed on. Call inside
+        ``index.transaction()``.
 
         Raises:
             LayerError: a layer is not what its diff id says, or cannot be unpacked.
@@ -506,7 +520,7 @@ class ImageStore:
         size = sum(snapshot_size(snapshot) for snapshot in self._unpack(layers))
         known = records.get(config_digest)
         records[config_digest] = ImageRecord(config_digest, manifest_digest, known.tags if known else (), size,
-                                             known.digests if known else ())
+                                             known.digests if known else (), parent or (known.parent if known else ""))
         for tag in tags:
             self._move_tag(records, tag, config_digest)
         return self._image(records[config_digest])
@@ -653,6 +667,7 @@ class ImageStore:
             manifest_digest=record.manifest,
             layer_dirs=tuple(self.snapshot_dir(c) for c in chains),
             repo_digests=tuple(f"{familiar_name(d.partition('@')[0])}@{d.partition('@')[2]}" for d in record.digests),
+            parent=record.parent,
         )
 
 

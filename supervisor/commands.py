@@ -234,6 +234,7 @@ def _images_args(sp: argparse.ArgumentParser) -> None:
 
 def _rmi_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-f", "--force", action="store_true", help="untag even if a container uses it")
+    sp.add_argument("--no-prune", action="store_true", help="keep the untagged parents (build's intermediate images)")
     sp.add_argument("images", nargs="+")
 
 
@@ -798,7 +799,7 @@ def cmd_rmi(client, args) -> int:
     code = 0
     for ref in args.images:
         try:
-            for record in client.call("image.remove", id=ref, force=args.force):
+            for record in client.call("image.remove", id=ref, force=args.force, noprune=args.no_prune):
                 for what, name in record.items():
                     print(f"{what}: {name}")
         except RpcError as exc:

@@ -267,8 +267,8 @@ def build_methods(engine: Engine, bus: EventBus, services: ServiceManager | None
         return await engine.image_load(transfer)
 
     @m.unary("image.remove")
-    async def image_remove(id: str, force: bool = False) -> list:
-        return await engine.image_remove(id, force=force)
+    async def image_remove(id: str, force: bool = False, noprune: bool = False) -> list:
+        return await engine.image_remove(id, force=force, noprune=noprune)
 
     @m.unary("image.tag")
     async def image_tag(source: str, reference: str) -> None:

@@ -777,9 +777,9 @@ class Engine:
             filters: ``dangling`` (true: untagged only; false: tagged only), ``label``
                 (key or key=value on the image config's labels, all must hold),
                 ``reference`` (a glob on ``repo`` or ``repo:tag``, familiar names).
-            all: docker's ``-a``: also the intermediate images ``build`` keeps for its
-                cache (untagged images its cache names), hidden otherwise as Docker hides
-                images that have children.
+            all: docker's ``-a``: also the intermediate images (untagged ones that
+                another image was committed on, or that ``build``'s cache names), hidden
+                otherwise as Docker hides images that have children.
 
         Raises:
             InvalidRequest: an unknown filter key or a bad dangling value.
@@ -791,9 +791,11 @@ class Engine:
                 raise InvalidRequest(f"invalid filter 'dangling={value}'")
             dangling = value.lower() in ("true", "1")
         used = self._image_users()
-        intermediate = set(BuildCache(self.data_root / BUILD_CACHE_FILE).load().values())
+        images = self.images.list()
+        intermediate = set(BuildCache(self.data_root / BUILD_CACHE_FILE).load().values()) | \
+            {image.parent for image in images}
         out = []
-        for image in self.images.list():
+        for image in images:
             if not image.repo_tags and image.id in intermediate and (not all or dangling):
                 continue
             if dangling is not None and dangling != (not image.repo_tags):
@@ -837,22 +839,29 @@ class Engine:
         deleted: list[dict[str, str]] = []
         reclaimed = 0
         used = self._image_users()
-        for image in await trio.to_thread.run_sync(self.images.list):
-            if used.get(image.id) or self._images_pending.get(image.id) or (image.repo_tags and not all):
+        images = await trio.to_thread.run_sync(self.images.list)
+        # Without ``all``, an image others were committed on is not dangling (Docker's rule): it goes with
+        # its last child (ImageStore.remove's pruning), and a build's cache or a running build's base stays.
+        parents = {image.parent for image in images}
+        sizes = {image.id: image.size for image in images}
+        for image in images:
+            if used.get(image.id) or self._images_pending.get(image.id) or (image.repo_tags and not all) \
+                    or (image.id in parents and not all):
                 continue
             if not labels_match(dict(image.config.labels), flt.get("label", [])):
                 continue
             if flt.get("label!") and any(labels_match(dict(image.config.labels), [w]) for w in flt["label!"]):
                 continue
             try:
-                records = await trio.to_thread.run_sync(self._remove_image, image.id, True)
-            except (ImageNotFound, ImageError):
+                records = await trio.to_thread.run_sync(self._remove_image, image.id, True, True,
+                                                        self._images_in_use())
+            except (NoSuchImage, InvalidRequest):
                 continue            # gone meanwhile
-            reclaimed += image.size
+            reclaimed += sum(sizes.get(name, 0) for action, name in records if action == "Deleted")
             for action, name in records:
                 deleted.append({action: name})
-                await self.bus.publish("image", "untag" if action == "Untagged" else "delete", image.id,
-                                       {"name": name})
+                await self.bus.publish("image", "untag" if action == "Untagged" else "delete",
+                                       image.id if action == "Untagged" else name, {"name": name})
         await trio.to_thread.run_sync(lambda: self.images.gc())
         await self.bus.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
@@ -1130,8 +1139,9 @@ class Engine:
         image = await trio.to_thread.run_sync(self._find_image, ref)
         return image_inspect_document(image)
 
-    async def image_remove(self, ref: str, *, force: bool = False) -> list[dict[str, str]]:
-        """docker rmi (DELETE /images/{name}): untag, and delete the image once no tag is left.
+    async def image_remove(self, ref: str, *, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
+        """docker rmi (DELETE /images/{name}): untag, and delete the image once no tag is left,
+        with its untagged parents that nothing else needs (``noprune``: not those; ImageStore.remove).
 
         The containers are checked first (moby's rules, image_delete.go):
 
@@ -1179,20 +1189,27 @@ class Engine:
                                        f"- image is being used by {who}")
                     done = await trio.to_thread.run_sync(self._untag_only, image.id, list(image.repo_tags))
                 else:
-                    done = await trio.to_thread.run_sync(self._remove_image, image.id, force)
+                    done = await trio.to_thread.run_sync(self._remove_image, image.id, force, not noprune,
+                                                         self._images_in_use())
             else:
-                done = await trio.to_thread.run_sync(self._remove_image, by_tag, force)
+                done = await trio.to_thread.run_sync(self._remove_image, by_tag, force, not noprune,
+                                                     self._images_in_use())
         for what, name in done:
             if what == "Untagged":
                 await self.bus.publish("image", "untag", image.id, {"name": name})
             else:
-                await self.bus.publish("image", "delete", image.id, {"name": image.id})
+                await self.bus.publish("image", "delete", name, {"name": name})
         return [{what: name} for what, name in done]
 
-    def _remove_image(self, ref: str, force: bool) -> list[tuple[str, str]]:
+    def _images_in_use(self) -> frozenset[str]:
+        """Ids of the images containers (and creates in flight) use: rmi never prunes those."""
+        return frozenset({e.image_id for e in self._containers.values()} | set(self._images_pending))
+
+    def _remove_image(self, ref: str, force: bool, prune: bool = True,
+                      in_use: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
         """ImageStore.remove (worker thread), its errors as the API's."""
         try:
-            return self.images.remove(ref, force=force)
+            return self.images.remove(ref, force=force, prune=prune, in_use=in_use)
         except ImageNotFound:
             raise NoSuchImage(f"no such image: {ref}") from None
         except ImageError as exc:
@@ -1890,7 +1907,7 @@ def image_inspect_document(image) -> dict[str, Any]:
     ic = image.image_config
     history = ic.history[-1] if ic.history else {}
     doc = {
-        "Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": list(image.repo_digests), "Parent": "",
+        "Id": image.id, "RepoTags": list(image.repo_tags), "RepoDigests": list(image.repo_digests), "Parent": image.parent,
         "Comment": history.get("comment", ""), "Created": image.created or "", "DockerVersion": "",
         "Container": ic.extra.get("container", ""),
         "Author": ic.author, "Config": config, "Architecture": ic.architecture, "Os": ic.os,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import build_cli
+from supervisor.blocking_client import BlockingClient, RpcError
 
 from ._daemon import Daemon, daemon_fixture  # noqa: F401 - the `daemon` fixture
 from .conftest import wait_for
@@ -330,13 +331,13 @@ def test_the_directory_and_the_upload_share_one_cache(daemon: Daemon, multi_stag
 def test_a_directory_the_daemon_does_not_see_is_refused_so_the_client_uploads(daemon: Daemon, tmp_path: Path) -> None:
     ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\n", "f": "f\n"})
     st = os.stat(ctx)
-    with build_cli._Daemon(str(daemon.socket)) as conn:
+    with BlockingClient(str(daemon.socket)) as conn:
         for where in ({"path": str(ctx), "device": st.st_dev, "inode": st.st_ino + 1},
                       {"path": str(tmp_path / "elsewhere"), "device": st.st_dev, "inode": st.st_ino}):
-            with pytest.raises(build_cli.DaemonError) as err:
+            with pytest.raises(RpcError) as err:
                 list(conn.stream("image.build", dockerfile="FROM busybox\n", context=where))
             assert err.value.details == {"reason": build_cli.CONTEXT_UNAVAILABLE}, err.value
-        with pytest.raises(build_cli.DaemonError, match="one of the two"):
+        with pytest.raises(RpcError, match="one of the two"):
             list(conn.stream("image.build", dockerfile="FROM busybox\n"))
     assert daemon.cli("images", "-aq").stdout.split() == daemon.cli("images", "-q").stdout.split()
 
@@ -345,3 +346,56 @@ def test_a_bad_dockerignore_is_reported_by_the_daemon(daemon: Daemon, tmp_path: 
     ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nCOPY . /x/\n", ".dockerignore": "[unclosed\n"})
     out = _build(daemon, ctx)
     assert out.returncode == 1 and ".dockerignore" in out.stderr, out
+
+
+def _image_ids(daemon: Daemon, *flags: str) -> set[str]:
+    return {r["Id"] for r in daemon.json_lines("images", *flags)}
+
+
+def _image(daemon: Daemon, ref: str) -> dict:
+    return json.loads(daemon.ok("image", "inspect", ref))[0]
+
+
+def test_rmi_takes_the_untagged_parents_a_build_left_unless_told_not_to(daemon: Daemon, tmp_path: Path) -> None:
+    base = "FROM busybox\nENV STEP=1\nRUN echo one > /one\n"
+    ctx = _context(tmp_path, {"Dockerfile": base + "RUN echo two > /two\n"})
+    daemon.ok("build", "-q", "-t", "app:1", str(ctx))
+    (ctx / "Dockerfile").write_text(base + "RUN echo other > /other\n")
+    daemon.ok("build", "-q", "-t", "app:2", str(ctx))       # shares ENV and the first RUN with app:1
+    app1, app2 = _image(daemon, "app:1"), _image(daemon, "app:2")
+    shared = app1["Parent"]                                   # the first RUN's image: a parent of both
+    assert shared and shared == app2["Parent"]
+    busybox = daemon.json_lines("images", "--filter", "reference=busybox")[0]["Id"]
+    intermediates = _image_ids(daemon, "-a") - _image_ids(daemon)
+    assert shared in intermediates and busybox not in intermediates
+
+    # image prune (dangling) leaves intermediates alone while their children are there
+    daemon.ok("image", "prune", "-f")
+    assert shared in _image_ids(daemon, "-a")
+
+    out = daemon.ok("rmi", "app:1")
+    assert out.splitlines() == ["Untagged: app:1", f"Deleted: {app1['Id']}"]   # the shared parent stays
+    assert shared in _image_ids(daemon, "-a")
+
+    out = daemon.ok("rmi", "--no-prune", "app:2")
+    assert out.splitlines() == ["Untagged: app:2", f"Deleted: {app2['Id']}"]
+    assert shared in _image_ids(daemon, "-a")                # kept: --no-prune
+
+    # Now the shared parent is dangling: rmi of it takes its own untagged parents, down to busybox.
+    out = daemon.ok("rmi", shared).splitlines()
+    env_step = out[1].partition(": ")[2] if len(out) == 2 else None
+    assert out == [f"Deleted: {shared}", f"Deleted: {env_step}"], out     # the first RUN's image, then ENV's
+    assert _image_ids(daemon, "-a") == {busybox}
+    assert daemon.ok("run", "--rm", "busybox", "true") == ""
+    deletes = {e["id"] for e in daemon.events("--filter", "type=image", "--filter", "event=delete")}
+    assert {app1["Id"], app2["Id"], shared, env_step} <= deletes
+
+
+def test_rmi_keeps_a_parent_a_container_uses(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n"})
+    daemon.ok("build", "-q", "-t", "app:1", str(ctx))
+    parent = _image(daemon, "app:1")["Parent"]
+    daemon.ok("create", "--name", "user", parent, "true")
+    out = daemon.ok("rmi", "app:1").splitlines()
+    assert len(out) == 2 and out[0] == "Untagged: app:1" and out[1].startswith("Deleted: "), out
+    assert parent in _image_ids(daemon, "-a")                 # the container's image stays
