@@ -74,8 +74,9 @@ from protocols.oci_image import (
     parse_reference,
 )
 
+from . import overlay
 from .content import ContentStore
-from .errors import HostError
+from .errors import HostError, MountError
 from .layers import (
     SnapshotExists,
     detect_compression,
@@ -485,6 +486,11 @@ class ImageStore:
         if self.snapshots.is_dir():
             for entry in self.snapshots.glob(f"{_TMP_PREFIX}*"):
                 shutil.rmtree(entry, ignore_errors=True)
+        if self.tmp.is_dir():
+            # A build the daemon died in may have left an image view mounted in its scratch dir.
+            for point in overlay.mounts_under(self.tmp):
+                with contextlib.suppress(MountError):
+                    overlay.unmount(Path(point), detach=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- internals

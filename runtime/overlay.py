@@ -122,6 +122,16 @@ def is_mounted(target: Path, *, mountinfo: str | None = None) -> bool:
     return False
 
 
+def mounts_under(root: Path, *, mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below ``root``, deepest first (the order to unmount them in)."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    top = os.path.realpath(root)
+    points = {_unescape_mountinfo(fields[4]) for fields in (line.split() for line in mountinfo.splitlines())
+              if len(fields) > 4}
+    return sorted((p for p in points if p == top or p.startswith(top + "/")), key=lambda p: -p.count("/"))
+
+
 def _unescape_mountinfo(field: str) -> str:
     # The kernel writes space, tab, newline and backslash in octal (\040 ...).
     out, i = [], 0

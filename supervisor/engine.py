@@ -1450,7 +1450,8 @@ class Engine:
         A restart decided here for a container the crash cut short is counted
         and journaled (``restart``, cause ``daemon restart``), so on-failure:N
         never runs more than N restarts in all. A ``--rm`` container whose run
-        the crash cut short is removed (moby's restore does the same). A
+        the crash cut short is removed (moby's restore does the same), and so is
+        a build's RUN step container (label ``corral.build=run``). A
         directory under ``containers/`` without a record (a create or a remove
         cut short) is deleted.
         """
@@ -1466,7 +1467,9 @@ class Engine:
             self._containers[e.sup.id] = e
             status, policy, by_user = r.get("status"), e.sup.policy, e.sup.stopped_by_user
             h = held.pop(e.sup.id, None)
-            if live_restore and status in ("running", "paused") and r.get("pid"):
+            # A build's RUN step: the build it belonged to died with the daemon (build.py), so it goes.
+            build_step = (e.body.get("Labels") or {}).get("corral.build") == "run"
+            if live_restore and status in ("running", "paused") and r.get("pid") and not build_step:
                 child = await trio.to_thread.run_sync(_adoptable, r, h)
                 if child is not None:
                     fds = h.fds if h is not None and h.pid == child.pid else {}
@@ -1478,7 +1481,7 @@ class Engine:
             ended = await trio.to_thread.run_sync(_end_held, h) if h is not None else None
             await trio.to_thread.run_sync(_kill_leftover, r)
             await self._clean_up_after_crash(e)
-            if e.auto_remove and status in ("running", "paused", "restarting"):
+            if (e.auto_remove and status in ("running", "paused", "restarting")) or build_step:
                 to_remove.append(e)
                 continue
             if status in ("running", "paused") and r.get("pid"):

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from supervisor import build_cli
 from supervisor.blocking_client import BlockingClient, RpcError
 
 from ._daemon import Daemon, daemon_fixture  # noqa: F401 - the `daemon` fixture
-from .conftest import wait_for
+from .conftest import corral_command, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -399,3 +400,33 @@ def test_rmi_keeps_a_parent_a_container_uses(daemon: Daemon, tmp_path: Path) -> 
     out = daemon.ok("rmi", "app:1").splitlines()
     assert len(out) == 2 and out[0] == "Untagged: app:1" and out[1].startswith("Deleted: "), out
     assert parent in _image_ids(daemon, "-a")                 # the container's image stays
+
+
+def test_a_build_the_daemon_died_in_leaves_nothing_behind(tmp_path: Path, cgroup_parent: str) -> None:
+    d = Daemon(tmp_path, cgroup_parent)
+    d.start()
+    try:
+        d.ok("image", "bootstrap", "busybox")
+        ctx = _context(tmp_path, {"Dockerfile": "FROM busybox\nRUN sleep 1000\n"})
+        before = _image_ids(d, "-a")
+        build = subprocess.Popen([*corral_command(), "-H", f"unix://{d.socket}", "build", str(ctx)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            step = wait_for(lambda: d.json_lines("ps", "--filter", "label=corral.build=run"), timeout=30,
+                            what="the RUN step's container")[0]
+            pid = d.inspect(step["Id"])["State"]["Pid"]
+            # An image view left mounted in a build's scratch dir, as a crash in a COPY leaves it.
+            view = d.data_root / "tmp" / "build-left" / "view-1"
+            view.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(view)], check=True)
+            assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            build.wait(timeout=60)
+        d.start()
+        assert d.json_lines("ps", "-a") == []                    # the RUN step's container is gone...
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text(),
+                 timeout=20, what="its process to be killed")     # ...and so is its process
+        assert _image_ids(d, "-a") == before
+        assert not view.exists() and str(view) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        d.close()
