@@ -198,6 +198,9 @@ def _start(path: Path, log_path: Path | None) -> None:
                        os.environ, setsid=True, file_actions=[
                            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                            (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)])
+    except OSError as exc:
+        os.close(ready_r)
+        raise KeeperError(f"cannot start the keeper ({sys.executable}): {exc.strerror or exc}") from None
     finally:
         os.close(ready_w)
         os.close(out)
