@@ -12,6 +12,10 @@ stats`` against corral's Docker API print the same numbers:
   ``inactive_file``), as a share of the limit;
 - network and block I/O are sums over interfaces and devices.
 
+Without container names the set of rows is not fixed: it follows the
+daemon's listing (running containers, or all with ``-a``), so containers
+started later appear and stopped or removed ones go (``follow_listing``).
+
 Units are go-units': memory in binary units with 4 significant digits
 (``BytesSize``), I/O in decimal units with 3 (``HumanSizeWithPrecision``).
 """
@@ -140,6 +144,28 @@ def stats_row(doc: Mapping[str, Any], *, container: str = "", no_trunc: bool = F
         "NetIO": f"{human_size(rx)} / {human_size(tx)}",
         "PIDs": str(int((doc.get("pids_stats") or {}).get("current") or 0)),
     }
+
+
+def follow_listing(shown: Sequence[str], listed: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``docker stats`` without names: which containers to start and to stop following.
+
+    The docker CLI keeps its set with container events (start adds, die
+    removes unless ``-a``, destroy removes); comparing with a fresh listing each
+    redraw gives the same set and cannot miss an event that came before its
+    subscription did.
+
+    Args:
+        shown: the containers followed now (ids), in screen order.
+        listed: the daemon's listing now (ids).
+
+    Returns:
+        ``(added, removed)``: ``added`` in listing order (new rows go at the
+        bottom, as docker adds them), ``removed`` in screen order.
+    """
+    listed_set, shown_set = set(listed), set(shown)
+    added = [ref for ref in dict.fromkeys(listed) if ref not in shown_set]
+    removed = [ref for ref in shown if ref not in listed_set]
+    return added, removed
 
 
 def row_json(row: Mapping[str, str]) -> str:

@@ -24,9 +24,22 @@ Rules this module lives by:
 4. Tar streams are produced lazily (``TarStream.read``): memory stays at one
    chunk whatever the size of the tree, and a reader that stops reading
    stops the walk.
+5. A stopped container's files are where its processes would find them:
+   ``open_container_root`` mounts its binds (volumes, ``-v`` binds, the /etc
+   files) over its overlay in a mount namespace of their own, so a copy to
+   or from a volume's path reaches the volume, as in a running container
+   (seen through /proc/PID/root) and as in Docker. Nobody else sees those
+   mounts, and they go when the ``Root`` is closed (or the process dies).
 
 Rejected: ``openat2(RESOLVE_IN_ROOT)``. It clamps escaping symlinks instead of
 refusing them (rule 1), and needs a ctypes wrapper for Linux 5.6+.
+Rejected for rule 5: resolving the mounts ourselves (a table of
+destinations consulted at every step). Every walk here (resolve, tar out,
+the unpacker) would need it, and a file bind or a mount inside a directory
+being copied would still be missed; the kernel's own mount crossing gets
+all of them right. Rejected: mounting the binds on the overlay in the
+daemon's namespace (moby's ``mountVolumes``): a container started meanwhile
+would inherit them, and a crash would leave them behind.
 Rejected: ``tarfile.TarFile.add``. It opens paths (following symlinks in the
 parents) and writes a member's data in one go, and its output must be
 buffered whole before it can be read.
@@ -38,12 +51,16 @@ import errno
 import os
 import stat
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from protocols.runtime_spec import Spec
+
+from . import _syscalls, rootfs
 from .errors import HostError
 from .layers import OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX, LayerError, _Unpacker, clean_entry_name, open_decompressed
 
@@ -189,11 +206,15 @@ class Root:
         except OSError as exc:
             raise ArchiveError(f"cannot open the container root {path}: {exc.strerror}") from exc
         self.path = str(path)
+        self._namespace = -1         # the mount namespace of its mounts (open_container_root), kept alive
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self._namespace >= 0:
+            os.close(self._namespace)            # the last reference: its mounts go with it
+            self._namespace = -1
 
     def __enter__(self) -> Root:
         return self
@@ -249,6 +270,52 @@ class Root:
                 os.close(parent)
         except OSError as exc:
             raise _os_error("/" + "/".join(parts), exc) from None
+
+
+def open_container_root(path: Path | str, spec: Spec, *, bundle: str) -> Root:
+    """The root of a stopped container at ``path`` (its mounted overlay) with its binds over it (rule 5).
+
+    The mounts are made by a short-lived thread of our own: it unshares its
+    mount namespace (unshare(2): CLONE_NEWNS implies CLONE_FS, which a thread
+    may unshare on its own), makes every mount in it private so nothing
+    propagates back to the host, mounts the binds (``rootfs.mount_binds``),
+    opens the root and the namespace, and exits. The namespace lives on
+    through its descriptor; lookups from the root's descriptor cross its
+    mounts whichever thread makes them, as they do through /proc/PID/root.
+
+    Raises:
+        ArchiveError: the root or a bind could not be mounted or opened (a
+            bind's source is gone, say); nothing is left behind.
+    """
+    made: list[Root] = []
+    failed: list[BaseException] = []
+
+    def in_own_namespace() -> None:
+        try:
+            _syscalls.unshare(_syscalls.CLONE_NEWNS)
+            _syscalls.mount(None, "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+            rootfs.mount_binds(spec, str(path), bundle=bundle)
+            root = Root(path)
+            try:
+                root._namespace = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            except BaseException:
+                root.close()
+                raise
+            made.append(root)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=in_own_namespace, name="corral cp mounts")
+    thread.start()
+    thread.join()
+    if failed:
+        exc = failed[0]
+        if isinstance(exc, ArchiveError):
+            raise exc
+        if isinstance(exc, (HostError, OSError)):
+            raise ArchiveError(f"cannot mount the container's volumes over {path}: {exc}") from exc
+        raise exc
+    return made[0]
 
 
 def _os_error(path: str, exc: OSError) -> ArchiveError:
@@ -683,6 +750,7 @@ def _is_opaque(path: str) -> bool:
 __all__ = [
     "CHANGE_ADD", "CHANGE_DELETE", "CHANGE_MODIFY", "KIND_LETTERS", "WHITEOUT_PREFIX",
     "ArchiveError", "CopyConflict", "PathEscapes", "PathNotFound", "Root", "TarStream", "UpperEntry",
-    "classify_changes", "clean_path", "entry_stat", "extract_into", "go_file_mode", "is_dir_go_mode", "path_stat",
+    "classify_changes", "clean_path", "entry_stat", "extract_into", "go_file_mode", "is_dir_go_mode",
+    "open_container_root", "path_stat",
     "resolve_in_root", "scan_upper", "wants_directory",
 ]

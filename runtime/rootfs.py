@@ -80,7 +80,7 @@ def secure_join(root: str, unsafe: str) -> str:
 
 
 def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[tuple[str, Path]],
-                 cgroup_fresh: bool = False, sc=_syscalls) -> None:
+                 cgroup_fresh: bool = False, devpts: int | None = None, sc=_syscalls) -> None:
     """Steps before pivot_root: propagation, the rootfs bind, the spec's mounts, /dev.
 
     Args:
@@ -91,6 +91,8 @@ def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[t
             hierarchy, from ``Cgroup.mount_sources()``, for "cgroup" mounts.
         cgroup_fresh: mount a new cgroup2 instead of binding the host directory
             (v2 in a cgroup namespace, where the new mount shows the namespace root).
+        devpts: a devpts instance made for this container (``terminal.open_devpts``,
+            holding its terminal): attached at /dev/pts instead of a new one there.
 
     Raises:
         MountError: names the mount and the path that failed.
@@ -100,6 +102,15 @@ def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[t
     # Step 2: pivot_root needs the new root to be a mount point of its own.
     _do(sc.mount, rootfs, rootfs, None, MS_BIND | MS_REC)
     for m in spec.mounts:
+        if devpts is not None and m.type == "devpts" and m.destination == "/dev/pts":
+            # The instance the daemon took the terminal from: it has a name in here then.
+            dest = secure_join(rootfs, m.destination)
+            _make_mountpoint(dest, directory=True)
+            _do(sc.move_mount, devpts, dest)
+            for propagation in parse_mount_options(m.options).propagation:
+                _do(sc.mount, None, dest, None, propagation)
+            devpts = None
+            continue
         _mount_one(m, rootfs, bundle=bundle, cgroup_sources=cgroup_sources, cgroup_fresh=cgroup_fresh, sc=sc)
     if _has_own_dev(spec):
         create_devices(rootfs, spec.devices)
@@ -133,6 +144,29 @@ def finalize_rootfs(spec: Spec, *, sc=_syscalls) -> None:
             _do(sc.mount, "/dev/null", path, None, MS_BIND)
     if spec.root.readonly:
         _do(sc.mount, None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | _kept_flags("/"))
+
+
+def mount_binds(spec: Spec, rootfs: str, *, bundle: str, sc=_syscalls) -> None:
+    """A stopped container's view for ``cp``: the spec's bind mounts under ``rootfs``, then the root
+    read-only if the spec's is.
+
+    The binds are what holds the container's files outside its overlay
+    (volumes, ``-v`` binds, /etc/hosts and friends), mounted as step 1 mounts
+    them; the caller is in a mount namespace of its own (``runtime.archive``).
+    Mounts under /proc, /sys and /dev are left out, as their kernel
+    filesystems are. The root goes read-only after the binds, so a read-only
+    container still takes files into its writable volumes, as in Docker.
+
+    Raises:
+        MountError: names the mount and the path that failed.
+    """
+    for m in spec.mounts:
+        kernel = any(m.destination == d or m.destination.startswith(d + "/") for d in ("/proc", "/sys", "/dev"))
+        if kernel or not (m.type == "bind" or parse_mount_options(m.options).is_bind):
+            continue
+        _mount_one(m, rootfs, bundle=bundle, cgroup_sources=[], cgroup_fresh=False, sc=sc)
+    if spec.root.readonly:
+        _do(sc.mount, None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _kept_flags(rootfs))
 
 
 def create_devices(rootfs: str, extra: tuple[Device, ...] = ()) -> None:

@@ -63,6 +63,8 @@ from .errors import Conflict, InvalidRequest, Unavailable
 from .logs import Capture
 
 if TYPE_CHECKING:
+    from runtime.spawn import Child
+
     from .engine import Engine
 
 log = logging.getLogger("corral.attach")
@@ -426,7 +428,7 @@ async def exec_resize(engine: Engine, exec_id: str, h: int, w: int) -> None:
     stdin.resize(h, w)
 
 
-def _exec_pty(init: Any, rows: int, cols: int) -> tuple[int, int]:
+def _exec_pty(init: Child | None, rows: int, cols: int) -> tuple[int, int]:
     """An exec's pty pair in the container's own devpts (runtime/terminal.py rule 1), else the host's (rule 3)."""
     if init is not None:
         try:
@@ -444,8 +446,9 @@ def _exec_pty(init: Any, rows: int, cols: int) -> tuple[int, int]:
     return open_pty(rows=rows, cols=cols)
 
 
-def exec_stdio(*, tty: bool, stdin: bool, rows: int = 0, cols: int = 0,
-               init: Any = None) -> tuple[ProcessInput | None, list[tuple[int, int]], tuple[int, int, int], list[int]]:
+def exec_stdio(
+    *, tty: bool, stdin: bool, rows: int = 0, cols: int = 0, init: Child | None = None,
+) -> tuple[ProcessInput | None, list[tuple[int, int]], tuple[int, int, int], list[int]]:
     """An exec's stdio when a client is attached.
 
     Args:

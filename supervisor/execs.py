@@ -343,7 +343,7 @@ class Execs:
                 size = x.process.get("consoleSize") or {}
                 x.input, ours, stdio, theirs = exec_stdio(
                     tty=x.tty, stdin=bool(x.body.get("AttachStdin")), rows=size.get("height", 0),
-                    cols=size.get("width", 0))
+                    cols=size.get("width", 0), init=e.sup.child)
             init = e.sup.child
             if init is None:
                 raise Conflict(f"container {e.sup.id} is not running")

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
+from protocols.runtime_spec import parse_spec
 from runtime import archive
 from runtime.archive import ArchiveError, PathEscapes, PathNotFound
 from runtime.errors import HostError
@@ -163,7 +164,11 @@ def _open_root(e: Entry, live: tuple[int, int] | None, path: str, *,
 
     A running container is seen as its processes see it, through /proc/PID/root:
     volumes, tmpfs and bind mounts included, as ``docker cp`` shows them; a
-    stopped one (or a path under /proc, /sys, /dev) through its overlay root.
+    stopped one through its overlay root with its binds (volumes, ``-v``
+    binds, the /etc files) mounted over it where its processes would find
+    them (``archive.open_container_root``), so a copy to or from a volume's
+    path reaches the volume either way, as in Docker. A path under /proc,
+    /sys or /dev of a running one is read from its overlay root alone.
 
     Raises:
         ArchiveError and its subclasses.
@@ -190,7 +195,9 @@ def _open_root(e: Entry, live: tuple[int, int] | None, path: str, *,
         if not parts or "/" + parts[0] not in _KERNEL_DIRS:
             return root, parts, _KERNEL_DIRS
         root.close()
-    root = archive.Root(e.dir / "rootfs")
+        root = archive.Root(e.dir / "rootfs")
+    else:
+        root = archive.open_container_root(e.dir / "rootfs", parse_spec(e.sup.config), bundle=e.sup.bundle)
     try:
         return root, root.resolve(path, follow_final=follow_final), frozenset()
     except BaseException:

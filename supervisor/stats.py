@@ -15,6 +15,10 @@ Rules:
    yields one document, so its CPU % is meaningful (dockerd does the same).
 2. A stopped container still answers: every counter 0, as dockerd does.
 3. ``stats_document`` is pure (tests/unit/supervisor/test_stats.py).
+4. A stream ends when its container is removed (dockerd closes its
+   publisher then), so a client drops the row instead of showing zeros of a
+   container that is gone. It follows the container across stops and starts:
+   each reading is of the init running then, its network namespace included.
 """
 
 from __future__ import annotations
@@ -130,15 +134,18 @@ def _mem_total(meminfo: str) -> int:
 
 
 class _Sampler:
-    """The host-side figures of one container's stream; holds its network namespace open."""
+    """The host-side figures of one container's stream; holds the network namespace of its init open."""
 
-    def __init__(self, pid: int) -> None:
-        self._pid = pid
+    def __init__(self) -> None:
+        self._pid = 0
         self._net = None
         self._net_opened = False
 
-    def host_figures(self) -> dict[str, Any]:
-        """Blocking: /proc/stat, /proc/meminfo, the namespace's interfaces."""
+    def host_figures(self, pid: int) -> dict[str, Any]:
+        """Blocking: /proc/stat, /proc/meminfo, the interfaces of the namespace of ``pid`` (0: none).
+
+        A new ``pid`` (the container was restarted, or started since) opens its namespace afresh.
+        """
         proc = Path("/proc")
         figures: dict[str, Any] = {
             "system_cpu_ns": parse_proc_stat_cpu_ns((proc / "stat").read_text(), os.sysconf("SC_CLK_TCK")),
@@ -146,6 +153,9 @@ class _Sampler:
             "mem_total_bytes": _mem_total((proc / "meminfo").read_text()),
             "networks": None,
         }
+        if pid != self._pid:
+            self.close()
+            self._pid, self._net_opened = pid, False
         if self._pid and not self._net_opened:
             self._net_opened = True
             from runtime.net import NetnsCounters
@@ -174,18 +184,22 @@ class _Sampler:
 
 async def _read(engine: Engine, e: Entry, sampler: _Sampler) -> Reading:
     cgroup = await engine.host.cgroup_stats(e.sup.cgroup) if e.running else None
-    figures = await trio.to_thread.run_sync(sampler.host_figures)
+    figures = await trio.to_thread.run_sync(sampler.host_figures, e.sup.pid if e.running else 0)
     return Reading(time_ns=time.time_ns(), cgroup=cgroup, **figures)
 
 
+def _removed(engine: Engine, e: Entry) -> bool:
+    return engine._containers.get(e.sup.id) is not e
+
+
 async def container_stats(engine: Engine, ref: str, *, stream: bool = True) -> AsyncIterator[dict[str, Any]]:
-    """Docker's stats documents of a container (rules 1 and 2).
+    """Docker's stats documents of a container (rules 1, 2 and 4).
 
     Raises:
         NoSuchContainer.
     """
     e = engine._get(ref)
-    sampler = _Sampler(e.sup.pid if e.running else 0)
+    sampler = _Sampler()
     try:
         previous = await _read(engine, e, sampler)
         if not stream:
@@ -196,6 +210,8 @@ async def container_stats(engine: Engine, ref: str, *, stream: bool = True) -> A
         yield stats_document(e.sup.id, e.sup.name, previous, None)
         while True:
             await trio.sleep(INTERVAL_S)
+            if _removed(engine, e):
+                return
             reading = await _read(engine, e, sampler)
             yield stats_document(e.sup.id, e.sup.name, reading, previous)
             previous = reading

@@ -5,6 +5,22 @@ latest document of each. On a terminal the table is redrawn in place every
 second (clear screen, cursor home, as docker does); into a pipe each second's
 table (or JSON lines) is appended. ``--no-stream`` asks each container for
 one document (the daemon takes two readings a second apart) and exits.
+
+Rules:
+
+1. Named containers are followed until their stream ends (the container was
+   removed: the daemon ends it then) or fails; a name that fails is an error
+   (exit status 1), as in docker.
+2. Without names the rows follow the daemon's listing, read again before
+   every redraw (``protocols.stats.follow_listing``): a container that starts
+   later gets a stream and a row at the bottom, one that stops (without
+   ``-a``) or is removed loses both. A container that goes between the
+   listing and its stream's first document is no error: it is just gone.
+
+Rejected: following ``system.events`` (start/die/destroy) as the docker CLI
+does. A container started between our listing and the daemon's subscription
+would never appear; one listing a second cannot miss anything, and costs one
+small call.
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from protocols.stats import format_table, row_json, stats_row
+from protocols.stats import follow_listing, format_table, row_json, stats_row
 
 from .client import RpcError
 
@@ -39,23 +55,27 @@ def _print(rows: list[dict[str, str]], fmt: str, *, clear: bool) -> None:
     sys.stdout.flush()
 
 
+async def _listing(client, *, all: bool) -> list[str]:
+    return [r["Id"][:12] for r in await client.call("container.list", all=all)]
+
+
 async def cmd_stats(client, args) -> int:
-    if args.containers:
-        refs = list(args.containers)
-    else:
-        refs = [r["Id"][:12] for r in await client.call("container.list", all=args.all)]
+    named = bool(args.containers)
+    refs: list[str] = list(args.containers) if named else await _listing(client, all=args.all)
     latest: dict[str, dict[str, Any]] = {}
     failed = 0
 
-    async def follow(ref: str, *, stream: bool) -> None:
+    async def follow(ref: str, *, stream: bool, scope: anyio.CancelScope | None = None) -> None:
         nonlocal failed
-        try:
-            async with client.stream("container.stats", id=ref, stream=stream) as docs:
-                async for doc in docs:
-                    latest[ref] = doc
-        except RpcError as exc:
-            print(f"corral: {exc.message}", file=sys.stderr)
-            failed += 1
+        with scope or anyio.CancelScope():
+            try:
+                async with client.stream("container.stats", id=ref, stream=stream) as docs:
+                    async for doc in docs:
+                        latest[ref] = doc
+            except RpcError as exc:
+                if named or exc.code != "NOT_FOUND":      # rule 2: gone before its first document
+                    print(f"corral: {exc.message}", file=sys.stderr)
+                    failed += 1
         if stream:
             latest.pop(ref, None)             # stopped streaming (removed): off the table
 
@@ -69,13 +89,28 @@ async def cmd_stats(client, args) -> int:
         _print(rows(), args.format, clear=False)
         return 1 if failed else 0
     tty = sys.stdout.isatty()
+    scopes: dict[str, anyio.CancelScope] = {}
     async with anyio.create_task_group() as tasks:
+
+        def watch(ref: str) -> None:
+            scope = scopes[ref] = anyio.CancelScope()
+            tasks.start_soon(lambda: follow(ref, stream=True, scope=scope))
+
         for ref in refs:
-            tasks.start_soon(lambda r=ref: follow(r, stream=True))
+            watch(ref)
         while True:
             await anyio.sleep(REDRAW_S)
-            if failed and not latest and failed == len(refs):
+            if named and failed and not latest and failed == len(refs):
                 tasks.cancel_scope.cancel()
                 break
+            if not named:                     # rule 2
+                added, removed = follow_listing(refs, await _listing(client, all=args.all))
+                for ref in removed:
+                    scopes.pop(ref).cancel()
+                    latest.pop(ref, None)
+                    refs.remove(ref)
+                for ref in added:
+                    refs.append(ref)
+                    watch(ref)
             _print(rows(), args.format, clear=tty and args.format == "table")
     return 1 if failed else 0

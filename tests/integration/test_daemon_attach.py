@@ -204,6 +204,39 @@ def test_exec_it_gets_its_own_terminal(daemon: Daemon, terminals) -> None:
     assert execs and execs[-1]["attributes"]["exitCode"] == "6"
 
 
+def test_tty_names_the_terminal_inside_the_container(daemon: Daemon, terminals) -> None:
+    # Docker's terminals are of the container's own devpts: `tty` prints /dev/pts/0 there.
+    t = terminals(daemon, "run", "-it", "--name", "named", "busybox", "sh", rows=30, cols=100)
+    t.expect(b"# ")
+    t.send(b'echo "tty=$(tty) pts=$(ls /dev/pts | tr \'\\n\' ,)"; stty size\r')
+    t.expect(b"tty=/dev/pts/0 pts=0,ptmx,")
+    t.expect(b"30 100")
+    t.resize(33, 111)
+    _wait_for_size(t, b"33 111")
+    # An exec beside it: the next terminal of the same devpts.
+    t2 = terminals(daemon, "exec", "-it", "named", "sh", rows=20, cols=70)
+    t2.expect(b"# ")
+    t2.send(b'echo "tty=$(tty)"; stty size\r')
+    t2.expect(b"tty=/dev/pts/1")
+    t2.expect(b"20 70")
+    t2.resize(21, 71)
+    _wait_for_size(t2, b"21 71")
+    t2.send(b"exit 4\r")
+    assert t2.wait() == 4
+    t.send(b"exit 0\r")
+    assert t.wait() == 0
+    # exec -it into a container started without a terminal: the first of its devpts.
+    daemon.ok("run", "-d", "--name", "plain", "busybox", "sleep", "1000")
+    t3 = terminals(daemon, "exec", "-it", "plain", "sh")
+    t3.expect(b"# ")
+    t3.send(b'echo "tty=$(tty)"; exit 0\r')
+    t3.expect(b"tty=/dev/pts/0")
+    assert t3.wait() == 0
+    # Without -i the CLI's output is a pipe, the container's is still a terminal.
+    assert daemon.ok("run", "--rm", "-t", "busybox", "tty").strip() == "/dev/pts/0"
+    assert daemon.ok("exec", "-t", "plain", "tty").strip() == "/dev/pts/0"
+
+
 def test_run_i_forwards_piped_stdin(daemon: Daemon) -> None:
     base = [*corral_command(), "-H", f"unix://{daemon.socket}"]
     done = subprocess.run([*base, "run", "-i", "--rm", "busybox", "cat"], input=b"data\n", capture_output=True,

@@ -181,6 +181,65 @@ def test_a_running_container_is_copied_as_it_sees_itself(daemon: Daemon, tmp_pat
     assert not any(n.startswith(("proc/", "sys/")) for n in names)
 
 
+@pytest.mark.parametrize("state", ["created", "exited", "running"])
+def test_cp_reaches_the_volumes_of_a_container_running_or_not(daemon: Daemon, tmp_path: Path, state: str) -> None:
+    # Docker resolves a cp path through the container's mounts even when it is stopped:
+    # a named volume, a bind and a read-only bind, in and out.
+    bind, robind = tmp_path / "bind", tmp_path / "robind"
+    bind.mkdir()
+    robind.mkdir()
+    (bind / "from-host").write_text("host side")
+    (tmp_path / "in.txt").write_text("payload")
+    daemon.ok("run", "--rm", "-v", "vol:/data", "busybox", "sh", "-c", "echo earlier > /data/earlier")
+    mounts = ("-v", "vol:/data", "-v", f"{bind}:/bind", "-v", f"{robind}:/robind:ro")
+    if state == "created":
+        daemon.ok("create", "--name", "cpv", *mounts, "busybox", "true")
+    elif state == "exited":
+        daemon.ok("run", "--name", "cpv", *mounts, "busybox", "true")
+    else:
+        daemon.ok("run", "-d", "--name", "cpv", *mounts, "busybox", "sleep", "1000")
+    info = daemon.inspect("cpv")
+    assert info["State"]["Status"] == state
+    volume = Path(next(m["Source"] for m in info["Mounts"] if m["Destination"] == "/data"))
+    upper = Path(info["GraphDriver"]["Data"]["UpperDir"])
+    # In: the file lands in the volume and in the bind's directory, never in the upper dir.
+    daemon.ok("cp", str(tmp_path / "in.txt"), "cpv:/data/")
+    daemon.ok("cp", str(tmp_path / "in.txt"), "cpv:/bind/copied.txt")
+    assert (volume / "in.txt").read_text() == "payload" and not (upper / "data/in.txt").exists()
+    assert (bind / "copied.txt").read_text() == "payload" and not (upper / "bind/copied.txt").exists()
+    # Out: what another container wrote into the volume, what the host put in the bind.
+    daemon.ok("cp", "cpv:/data/earlier", str(tmp_path / "earlier"))
+    assert (tmp_path / "earlier").read_text() == "earlier\n"
+    daemon.ok("cp", "cpv:/bind/from-host", str(tmp_path / "from-host"))
+    assert (tmp_path / "from-host").read_text() == "host side"
+    tar = _cli(daemon, "cp", "cpv:/data/.", "-")
+    assert tar.returncode == 0, tar.stderr
+    assert {"data/earlier", "data/in.txt"} <= set(_members(tar.stdout))
+    # A read-only bind takes nothing, and nothing ends up under it in the upper dir either.
+    out = daemon.cli("cp", str(tmp_path / "in.txt"), "cpv:/robind/")
+    assert out.returncode == 125 and "read-only file system" in out.stderr.lower(), out.stderr
+    assert os.listdir(robind) == [] and not (upper / "robind/in.txt").exists()
+    # The container is unaffected, and it sees the copy in its volume.
+    assert daemon.inspect("cpv")["State"]["Status"] == state
+    assert daemon.ok("run", "--rm", "-v", "vol:/data", "busybox", "cat", "/data/in.txt") == "payload"
+    assert not any(line.split()[4].startswith(str(upper.parent)) and line.split()[4] != str(upper.parent / "rootfs")
+                   for line in Path("/proc/self/mountinfo").read_text().splitlines()), "a cp mount was left behind"
+
+
+@pytest.mark.parametrize("state", ["exited", "running"])
+def test_a_read_only_container_takes_files_into_its_volumes_only(daemon: Daemon, tmp_path: Path, state: str) -> None:
+    (tmp_path / "in.txt").write_text("payload")
+    args = ("--name", "rofs", "--read-only", "-v", "vol:/data", "busybox")
+    if state == "exited":
+        daemon.ok("run", *args, "true")
+    else:
+        daemon.ok("run", "-d", *args, "sleep", "1000")
+    out = daemon.cli("cp", str(tmp_path / "in.txt"), "rofs:/tmp/")
+    assert out.returncode == 125 and "read-only file system" in out.stderr.lower(), out.stderr
+    daemon.ok("cp", str(tmp_path / "in.txt"), "rofs:/data/")
+    assert daemon.ok("run", "--rm", "-v", "vol:/data", "busybox", "cat", "/data/in.txt") == "payload"
+
+
 def test_paths_escaping_the_root_are_refused_and_the_container_is_unaffected(daemon: Daemon, tmp_path: Path) -> None:
     daemon.ok("run", "-d", "--name", "esc", "busybox", "sh", "-c",
               "ln -s ../../../../../../etc /up && ln -s /etc /abs && echo mine > /etc/mine && touch /ready"

@@ -7,7 +7,9 @@ here directly as the oracle; the daemon reads them through runtime.cgroups.
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -135,6 +137,91 @@ def test_stats_documents_are_dockers_and_stream_every_second(daemon: Daemon) -> 
         proc.terminate()
         proc.wait(timeout=TIMEOUT)
         proc.stdout.close()
+
+
+class _StatsScreen:
+    """``corral stats ARGS`` into a pipe: every redraw appends one table (its header, then a row per container)."""
+
+    def __init__(self, daemon: Daemon, *args: str) -> None:
+        self.process = subprocess.Popen([*corral_command(), "-H", f"unix://{daemon.socket}", "stats", *args],
+                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self._buffer = b""
+        self._table: list[str] | None = None
+
+    def _complete_tables(self):
+        """Each table once the next one's header shows it is complete: the set of container names in it."""
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            text = line.decode()
+            if text.startswith("CONTAINER ID"):
+                if self._table is not None:
+                    yield {row.split()[1] for row in self._table}
+                self._table = []
+            elif self._table is not None and text.strip():
+                self._table.append(text)
+
+    def wait_for(self, names: set[str], what: str) -> None:
+        """Read redraws until one shows exactly ``names`` (bounded)."""
+        deadline = time.monotonic() + TIMEOUT
+        seen: list[set[str]] = []
+        while time.monotonic() < deadline:
+            for shown in self._complete_tables():
+                if shown == names:
+                    return
+                seen.append(shown)
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
+            if ready:
+                data = os.read(self.process.stdout.fileno(), 65536)
+                assert data, f"corral stats ended before {what}; tables: {seen[-5:]}"
+                self._buffer += data
+        raise AssertionError(f"no table showed {sorted(names)} ({what}); the last ones: {seen[-5:]}")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=TIMEOUT)
+        self.process.stdout.close()
+
+
+def test_stats_without_names_follows_containers_that_start_stop_and_go(daemon: Daemon) -> None:
+    daemon.ok("run", "-d", "--name", "first", "busybox", "sleep", "1000")
+    screen = _StatsScreen(daemon)
+    try:
+        screen.wait_for({"first"}, "the running container")
+        daemon.ok("run", "-d", "--name", "second", "busybox", "sleep", "1000")
+        screen.wait_for({"first", "second"}, "a container started after stats began")
+        daemon.ok("stop", "-t", "0", "first")
+        screen.wait_for({"second"}, "the stopped container to leave the table")
+        daemon.ok("rm", "-f", "second")
+        screen.wait_for(set(), "the removed container to leave the table")
+    finally:
+        screen.close()
+    # With -a a stopped container stays (all zeros); a new one comes, a removed one goes.
+    screen = _StatsScreen(daemon, "-a")
+    try:
+        screen.wait_for({"first"}, "the stopped container, with -a")
+        daemon.ok("create", "--name", "third", "busybox", "true")
+        screen.wait_for({"first", "third"}, "a container created after stats -a began")
+        daemon.ok("rm", "first")
+        screen.wait_for({"third"}, "the removed container to leave the table")
+    finally:
+        screen.close()
+
+
+def test_a_stats_stream_ends_when_its_container_is_removed(daemon: Daemon) -> None:
+    daemon.ok("run", "-d", "--name", "gone", "busybox", "sleep", "1000")
+
+    async def documents() -> list[dict]:
+        out = []
+        async with connect(daemon.socket) as client, client.stream("container.stats", id="gone") as docs:
+            with anyio.fail_after(TIMEOUT):             # a stream that never ends fails here
+                async for doc in docs:
+                    out.append(doc)
+                    if len(out) == 1:
+                        await anyio.to_thread.run_sync(daemon.ok, "rm", "-f", "gone")
+        return out
+
+    docs = anyio.run(documents)
+    assert docs[0]["name"] == "/gone"
 
 
 def test_top_shows_the_pid_inside_the_container(daemon: Daemon) -> None:

@@ -85,3 +85,13 @@ def test_a_row_and_the_table() -> None:
     assert header.endswith("BLOCK I/O    PIDS")
     assert line[header.index("MEM USAGE"):].startswith("3MiB / 64MiB ")
     assert line[header.index("PIDS"):] == "3"
+
+
+def test_follow_listing_adds_new_containers_at_the_bottom_and_drops_the_gone() -> None:
+    # Nothing changed: nothing to do.
+    assert stats.follow_listing(["a", "b"], ["b", "a"]) == ([], [])
+    # c started (the listing is newest first): it is added; a stopped or was removed: it goes.
+    assert stats.follow_listing(["a", "b"], ["c", "b"]) == (["c"], ["a"])
+    # From nothing, everything listed, in the listing's order (no duplicates).
+    assert stats.follow_listing([], ["c", "b", "c"]) == (["c", "b"], [])
+    assert stats.follow_listing(["a"], []) == ([], ["a"])

@@ -11,7 +11,7 @@ from protocols.runtime_spec import parse_spec
 from runtime import _syscalls as real
 from runtime.errors import MountError
 from runtime.mounts import parse_mount_options
-from runtime.rootfs import finalize_rootfs, mount_rootfs, pivot_to, secure_join
+from runtime.rootfs import finalize_rootfs, mount_binds, mount_rootfs, pivot_to, secure_join
 
 
 class RecordingSyscalls:
@@ -28,6 +28,9 @@ class RecordingSyscalls:
 
     def pivot_root(self, new_root, put_old):
         self.calls.append(("pivot_root", new_root, put_old))
+
+    def move_mount(self, from_fd, to_path, flags=real.MOVE_MOUNT_F_EMPTY_PATH):
+        self.calls.append(("move_mount", from_fd, to_path))
 
 
 def spec_with(mounts: list[dict], **linux) -> object:
@@ -94,11 +97,63 @@ def test_mount_rootfs_order(tmp_path: Path) -> None:
     assert not Path("/host-escape").exists()
 
 
+def test_a_devpts_instance_of_the_daemons_is_attached_at_dev_pts(tmp_path: Path) -> None:
+    # run -t: the terminal's instance (runtime/terminal.py rule 1) instead of a new one; once only.
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    devpts = {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666"]}
+    spec = spec_with([{"destination": "/proc", "type": "proc", "source": "proc"}, devpts,
+                      {**devpts, "destination": "/dev/pts2"}])
+    sc = RecordingSyscalls()
+    mount_rootfs(spec, str(root), bundle=str(tmp_path), cgroup_sources=[], devpts=42, sc=sc)
+    r = str(root)
+    assert sc.calls[2][:3] == ("mount", "proc", f"{r}/proc")
+    assert sc.calls[3] == ("move_mount", 42, f"{r}/dev/pts")
+    assert sc.calls[4] == ("mount", "devpts", f"{r}/dev/pts2", "devpts", real.MS_NOSUID | real.MS_NOEXEC,
+                           "newinstance,ptmxmode=0666")
+    assert (root / "dev/pts").is_dir()
+    # Without one, /dev/pts is a new instance as before.
+    sc = RecordingSyscalls()
+    mount_rootfs(spec, str(root), bundle=str(tmp_path), cgroup_sources=[], sc=sc)
+    assert sc.calls[3][:4] == ("mount", "devpts", f"{r}/dev/pts", "devpts")
+
+
 def test_missing_bind_source_is_named(tmp_path: Path) -> None:
     (tmp_path / "rootfs").mkdir()
     spec = spec_with([{"destination": "/data", "type": "bind", "source": "/nonexistent/src", "options": ["rbind"]}])
     with pytest.raises(MountError, match="bind mount source /nonexistent/src for /data does not exist"):
         mount_rootfs(spec, str(tmp_path / "rootfs"), bundle=str(tmp_path), cgroup_sources=[], sc=RecordingSyscalls())
+
+
+def test_mount_binds_mounts_the_binds_only_then_the_root_read_only(tmp_path: Path) -> None:
+    # cp's view of a stopped container (runtime.archive.open_container_root).
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    vol, hosts = tmp_path / "vol", tmp_path / "hosts"
+    vol.mkdir()
+    hosts.write_text("127.0.0.1 localhost\n")
+    spec = spec_with([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/dev/shm", "type": "bind", "source": str(vol), "options": ["rbind"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind", "rprivate"]},
+        {"destination": "/data", "source": str(vol), "options": ["rbind", "ro"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"},
+    ], readonly=True)
+    sc = RecordingSyscalls()
+    mount_binds(spec, str(root), bundle=str(tmp_path), sc=sc)
+    r = str(root)
+    # No kernel filesystem, no tmpfs, nothing under /dev: the binds, each as mount_rootfs mounts it.
+    assert [c[2] for c in sc.calls] == [f"{r}/etc/hosts"] * 2 + [f"{r}/data"] * 2 + [r]
+    assert sc.calls[0] == ("mount", str(hosts), f"{r}/etc/hosts", None, real.MS_BIND | real.MS_REC, None)
+    assert sc.calls[1] == ("mount", None, f"{r}/etc/hosts", None, real.MS_PRIVATE | real.MS_REC, None)
+    assert (root / "etc/hosts").is_file() and (root / "data").is_dir()        # the mount points
+    assert sc.calls[3][4] & (real.MS_REMOUNT | real.MS_RDONLY) == real.MS_REMOUNT | real.MS_RDONLY
+    # The root last: read-only over the binds, which keep their own flags.
+    assert sc.calls[4][4] & (real.MS_BIND | real.MS_REMOUNT | real.MS_RDONLY) == \
+        real.MS_BIND | real.MS_REMOUNT | real.MS_RDONLY
+    assert not (root / "proc").exists() and not (root / "scratch").exists()
 
 
 def test_pivot_detaches_the_old_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ import trio
 
 from protocols.jsonlog import LogConfig
 from runtime.terminal import window_size
+from supervisor import attach
 from supervisor.attach import MAX_BEHIND_BYTES, ContainerStreams, ProcessInput
 
 
@@ -45,6 +47,28 @@ def test_a_terminal_run_fans_out_logs_as_stdout_and_takes_keys_and_sizes(tmp_pat
     docs = [json.loads(line) for line in path.read_bytes().splitlines()]
     assert {d["stream"] for d in docs} == {"stdout"}
     assert "hello\r\n" in "".join(d["log"] for d in docs)             # the pty's ONLCR, as Docker logs it
+
+
+def test_without_a_devpts_instance_the_terminal_is_the_hosts(monkeypatch) -> None:
+    # runtime/terminal.py rule 3: no fsmount (Linux < 5.2): a working terminal all the same.
+    def no_mount_api(options):
+        raise OSError(errno.ENOSYS, "fsopen devpts: Function not implemented")
+    monkeypatch.setattr(attach, "open_devpts", no_mount_api)
+    mounts = [{"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance"]}]
+
+    async def main() -> None:
+        streams = ContainerStreams()
+        streams.configure({}, {"process": {"terminal": True}, "mounts": mounts})
+        assert streams.devpts_options == ("newinstance",)
+        capture, stdio, theirs = streams.open_run(None, LogConfig())
+        assert stdio[0] == stdio[1] == stdio[2] and os.isatty(stdio[0]) and theirs == [stdio[0]]
+        for fd in theirs:
+            os.close(fd)
+        with trio.fail_after(10):
+            await capture.wait_drained()
+        streams.run_ended()
+
+    trio.run(main)
 
 
 def test_a_client_that_falls_behind_is_cut_off_and_the_others_are_not() -> None:
