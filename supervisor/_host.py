@@ -46,6 +46,7 @@ class Host(Protocol):
     async def oom_kills(self, cgroup: str) -> int: ...
     async def remove_cgroup(self, cgroup: str) -> None: ...
     async def freeze(self, cgroup: str, frozen: bool) -> None: ...
+    async def is_frozen(self, cgroup: str) -> bool: ...
     async def pids(self, cgroup: str) -> list[int]: ...
     async def cgroup_stats(self, cgroup: str) -> cgroups.CgroupStats | None: ...
 
@@ -132,6 +133,15 @@ class LinuxHost:
 
     async def freeze(self, cgroup: str, frozen: bool) -> None:
         await self._run(lambda: self._cgroup(cgroup).set_frozen(frozen))
+
+    async def is_frozen(self, cgroup: str) -> bool:
+        """The freezer's own word (a record may be older than it); False once the cgroup is gone."""
+        def read() -> bool:
+            try:
+                return self._cgroup(cgroup).is_frozen()
+            except CgroupError:
+                return False
+        return await self._run(read)
 
     async def pids(self, cgroup: str) -> list[int]:
         """Host PIDs in the cgroup (``cgroup.procs``); [] once it is gone."""

@@ -1476,7 +1476,9 @@ class Engine:
                     if h is not None and not fds:
                         h.close()
                     to_adopt.append((e, child, fds))
-                    e.paused = status == "paused"
+                    # The freezer says, not the record: a frozen init that we think runs would
+                    # never see the signals of a stop.
+                    e.paused = await self.host.is_frozen(e.sup.cgroup)
                     continue
             ended = await trio.to_thread.run_sync(_end_held, h) if h is not None else None
             await trio.to_thread.run_sync(_kill_leftover, r)

@@ -115,7 +115,10 @@ def test_terminal_stdin_and_pause_survive_a_restart(live: Daemon) -> None:
     live.ok("pause", "paused")
     pids = {name: live.inspect(name)["State"]["Pid"] for name in ("shell", "cat", "paused")}
 
+    shell_freezer = Path(f"/sys/fs/cgroup/freezer/{live.cgroup_parent}/{live.inspect('shell')['Id']}/freezer.state")
     assert live.stop() == 0
+    # Frozen while no daemon ran (by hand, as an operator might): the freezer is believed, not the record.
+    shell_freezer.write_text("FROZEN")
     live.start()
     # A closed pty master would have hung the shell up, a closed stdin ended cat.
     for name, pid in pids.items():
@@ -124,6 +127,8 @@ def test_terminal_stdin_and_pause_survive_a_restart(live: Daemon) -> None:
     assert live.inspect("paused")["State"]["Status"] == "paused"
     live.ok("unpause", "paused")
     assert live.inspect("paused")["State"]["Status"] == "running"
+    assert live.inspect("shell")["State"]["Status"] == "paused"
+    live.ok("unpause", "shell")
 
     # stdin still reaches cat: what an attached client types comes back in its log.
     attach = subprocess.Popen([*corral_command(), "-H", f"unix://{live.socket}", "attach", "--sig-proxy=false",
