@@ -1,4 +1,4 @@
-"""``corral stats``: docker stats over the ``container.stats`` stream (anyio, like commands.py).
+"""``corral stats``: docker stats over the ``container.stats`` stream (on the anyio client; commands.py).
 
 One stream per container, all on the one connection; the screen shows the
 latest document of each. On a terminal the table is redrawn in place every
@@ -29,11 +29,9 @@ import argparse
 import sys
 from typing import Any
 
-import anyio
-
 from protocols.stats import follow_listing, format_table, row_json, stats_row
 
-from .client import RpcError
+from .blocking_client import RpcError
 
 REDRAW_S = 1.0
 _CLEAR = "\033[2J\033[H"
@@ -60,6 +58,8 @@ async def _listing(client, *, all: bool) -> list[str]:
 
 
 async def cmd_stats(client, args) -> int:
+    import anyio     # here, not at the top: every other verb would pay for it
+
     named = bool(args.containers)
     refs: list[str] = list(args.containers) if named else await _listing(client, all=args.all)
     latest: dict[str, dict[str, Any]] = {}
