@@ -32,7 +32,6 @@ Wire: one SOCK_SEQPACKET connection, JSON bodies, fds over SCM_RIGHTS (as the
 spawner's; runtime/spawner.py):
 
     {"op": "hold", "id": ID, "pid": N, "fds": [names...], "log": LOG} + fds   -> {"ok": true}
-    {"op": "drop", "id": ID, "fds": [names...]}     (close some: stdin at EOF)  -> {"ok": true}
     {"op": "release", "id": ID}                                                 -> {"ok": true}
     {"op": "hello"}  -> {"count": N}, then N x {"id", "pid", "fds": [names], "log", "copied", "dropped"} + fds
 
@@ -67,7 +66,7 @@ from .logfile import JsonFileWriter, copy_streams
 log = logging.getLogger("corral.keeper")
 
 _MSG_MAX = 1 << 16
-_MAX_FDS = 8                  # per message: a hold carries at most 5
+_MAX_FDS = 8                  # per message: a hold carries at most 4
 STREAM_OF = {"stdout": "stdout", "stderr": "stderr", "tty": "stdout"}
 # A keeper that does not answer in this long is treated as gone (hung, or serving another
 # daemon on the same exec root: it serves one at a time).
@@ -91,11 +90,10 @@ class Held:
     _copier: threading.Thread | None = field(default=None, repr=False)
     _stop_w: int = field(default=-1, repr=False)
 
-    def close(self, names: list[str] | None = None) -> None:
-        for name in list(self.fds) if names is None else names:
-            fd = self.fds.pop(name, -1)
-            if fd >= 0:
-                os.close(fd)
+    def close(self) -> None:
+        fds, self.fds = self.fds, {}
+        for fd in fds.values():
+            os.close(fd)
 
 
 # --- the daemon's side ------------------------------------------------------------------
@@ -139,9 +137,6 @@ class KeeperClient:
     def hold(self, cid: str, pid: int, fds: dict[str, int], log_settings: dict | None) -> None:
         """Hand duplicates of ``fds`` (by name) to the keeper; ours stay ours."""
         self._call({"op": "hold", "id": cid, "pid": pid, "fds": list(fds), "log": log_settings}, list(fds.values()))
-
-    def drop(self, cid: str, names: list[str]) -> None:
-        self._call({"op": "drop", "id": cid, "fds": names})
 
     def release(self, cid: str) -> None:
         self._call({"op": "release", "id": cid})
@@ -245,7 +240,10 @@ class Keeper:
                 body = json.loads(data)
                 op = body["op"]
                 if op == "hello":
-                    self._hello(conn)
+                    try:
+                        self._hello(conn)
+                    except OSError:
+                        return            # that daemon is gone already: copy on for the next one
                     continue
                 if op == "hold":
                     names = body["fds"]
@@ -257,10 +255,6 @@ class Keeper:
                     self.held[body["id"]] = Held(body["id"], int(body["pid"]), dict(zip(names, fds, strict=True)),
                                                  body.get("log"))
                     fds = []
-                elif op == "drop":
-                    h = self.held.get(body["id"])
-                    if h is not None:
-                        h.close(list(body["fds"]))
                 elif op == "release":
                     h = self.held.pop(body["id"], None)
                     if h is not None:
