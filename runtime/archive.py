@@ -363,38 +363,18 @@ def entry_stat(root: Root, parts: list[str]) -> dict:
 # ---------------------------------------------------------------- tar out (rule 4)
 
 
-class TarStream:
-    """A tar of one entry of a root (and everything below it), produced as it is read.
+class ChunkReader:
+    """A binary reader (``read(n)``, ``close()``) over an iterator of byte strings, made as it is read.
 
-    Entries are named ``arcname`` and ``arcname/...``; with ``arcname`` "" the
-    entry must be a directory and only its children are in the tar, by their own
-    names (an export, or ``cp dir/.``). Owners are numeric, times whole seconds,
-    xattrs as PAX ``SCHILY.xattr.*``, hard links within the stream as links.
-    Sockets are skipped (Docker skips them too).
-
-    Args:
-        root: the tree; borrowed, it must stay open until ``close``.
-        parts: the entry, resolved (``Root.resolve``).
-        arcname: its name in the tar.
-        skip: directories (absolute paths in the root) put in the tar without
-            their contents: a running container's /proc, /sys and /dev.
+    ``close`` closes a generator, so the descriptors its ``finally`` blocks hold go with it.
     """
 
-    def __init__(self, root: Root, parts: list[str], arcname: str, *, skip: frozenset[str] = frozenset()) -> None:
-        self._root = root
-        self._parts = parts
-        self._skip = skip
-        self._arcname = arcname.strip("/")
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks: Iterator[bytes] | None = chunks
         self._buf = bytearray()
-        self._chunks: Iterator[bytes] | None = self._generate()
-        self._inodes: dict[tuple[int, int], str] = {}
 
     def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left for -1); ``b""`` at the end.
-
-        Raises:
-            ArchiveError: the entry vanished or could not be read.
-        """
+        """Up to ``size`` bytes (all that is left for -1); ``b""`` at the end."""
         while self._chunks is not None and (size < 0 or len(self._buf) < size):
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -409,8 +389,37 @@ class TarStream:
 
     def close(self) -> None:
         if self._chunks is not None:
-            self._chunks.close()       # closes any descriptor the walk holds (its finally blocks)
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
             self._chunks = None
+
+
+class TarStream(ChunkReader):
+    """A tar of one entry of a root (and everything below it), produced as it is read.
+
+    Entries are named ``arcname`` and ``arcname/...``; with ``arcname`` "" the
+    entry must be a directory and only its children are in the tar, by their own
+    names (an export, or ``cp dir/.``). Owners are numeric, times whole seconds,
+    xattrs as PAX ``SCHILY.xattr.*``, hard links within the stream as links.
+    Sockets are skipped (Docker skips them too). ``read`` raises ArchiveError
+    when an entry vanished or could not be read.
+
+    Args:
+        root: the tree; borrowed, it must stay open until ``close``.
+        parts: the entry, resolved (``Root.resolve``).
+        arcname: its name in the tar.
+        skip: directories (absolute paths in the root) put in the tar without
+            their contents: a running container's /proc, /sys and /dev.
+    """
+
+    def __init__(self, root: Root, parts: list[str], arcname: str, *, skip: frozenset[str] = frozenset()) -> None:
+        self._root = root
+        self._parts = parts
+        self._skip = skip
+        self._arcname = arcname.strip("/")
+        self._inodes: dict[tuple[int, int], str] = {}
+        super().__init__(self._generate())
 
     def _generate(self) -> Iterator[bytes]:
         parts = self._parts

@@ -104,6 +104,7 @@ from typing import BinaryIO, Protocol, Self
 from . import _syscalls
 from .archive import (
     ArchiveError,
+    ChunkReader,
     PathNotFound,
     Root,
     TarStream,
@@ -329,7 +330,7 @@ class ContextIndex:
         dest = Path(dest)
         if not dest.exists():
             dest.mkdir(mode=0o755)
-        stream = _Chunks(self._members(todo))
+        stream = ChunkReader(self._members(todo))
         try:
             with Root(dest) as root:
                 extract_into(root, [], stream, same_owner=True, no_overwrite_dir_non_dir=False)
@@ -358,34 +359,6 @@ class ContextIndex:
                 if entry.size % _BLOCK:
                     yield b"\0" * (_BLOCK - entry.size % _BLOCK)
         yield b"\0" * (2 * _BLOCK)
-
-
-class _Chunks:
-    """A binary reader over an iterator of byte strings (what ``extract_into`` reads)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks: Iterator[bytes] | None = chunks
-        self._buf = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while self._chunks is not None and (size < 0 or len(self._buf) < size):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._chunks = None
-            else:
-                self._buf += chunk
-        if size < 0:
-            size = len(self._buf)
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
-        return out
-
-    def close(self) -> None:
-        if self._chunks is not None:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-            self._chunks = None
 
 
 def _add_entry(entries: dict[tuple[str, ...], ContextEntry], key: tuple[str, ...], entry: ContextEntry,
