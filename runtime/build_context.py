@@ -344,16 +344,7 @@ class ContextIndex:
     def _members(self, keys: list[tuple[str, ...]]) -> Iterator[bytes]:
         for key in keys:
             entry = self.entries[key]
-            info = tarfile.TarInfo("/".join(key))
-            info.type = _TAR_TYPE[entry.kind]
-            info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
-            info.uname = info.gname = ""
-            info.mtime = entry.mtime_ns // 1_000_000_000
-            info.linkname = entry.linkname
-            info.size = entry.size if entry.kind == FILE else 0
-            info.devmajor, info.devminor = entry.device
-            info.pax_headers = {_PAX_XATTR + k: v for k, v in entry.xattrs}
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            yield _tar_header(key, entry)
             if entry.kind == FILE:
                 yield from self._source.data(key, entry)
                 if entry.size % _BLOCK:
@@ -583,6 +574,20 @@ def _hash_file(fd: int, parts: tuple[str, ...], size: int) -> str:
     return digest
 
 
+def _tar_header(key: tuple[str, ...] | list[str], entry: ContextEntry) -> bytes:
+    """The tar header of one context entry: numeric owners, whole-second time, its xattrs as PAX."""
+    info = tarfile.TarInfo("/".join(key))
+    info.type = _TAR_TYPE[entry.kind]
+    info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
+    info.uname = info.gname = ""
+    info.mtime = entry.mtime_ns // 1_000_000_000
+    info.linkname = entry.linkname
+    info.size = entry.size if entry.kind == FILE else 0
+    info.devmajor, info.devminor = entry.device
+    info.pax_headers = {_PAX_XATTR + k: v for k, v in entry.xattrs}
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
 def _entry_of(st: os.stat_result, **extra) -> ContextEntry:
     kind = _KIND_OF_MODE[stat.S_IFMT(st.st_mode)]
     device = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in (CHAR, BLOCK) else (0, 0)
@@ -719,15 +724,7 @@ def write_context_tar(path: str | Path, ignore: _IgnoreRules, out: BinaryIO, *,
             try:
                 entry = _entry_of(st, size=st.st_size if file_fd >= 0 else 0,
                                   linkname=os.readlink(parts[-1], dir_fd=parent) if stat.S_ISLNK(st.st_mode) else "")
-                info = tarfile.TarInfo("/".join(parts))
-                info.type = _TAR_TYPE[entry.kind]
-                info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
-                info.uname = info.gname = ""
-                info.mtime = st.st_mtime_ns // 1_000_000_000
-                info.linkname = entry.linkname
-                info.size = entry.size
-                info.devmajor, info.devminor = entry.device
-                out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                out.write(_tar_header(parts, entry))
                 if file_fd >= 0:
                     left = entry.size
                     while left > 0:
