@@ -58,6 +58,7 @@ from typing import Any
 
 import yaml
 
+from . import units
 from .container_config import InvalidContainerConfig, parse_bytes, parse_cpus
 from .errors import RemoteProtocolError
 
@@ -104,10 +105,6 @@ _CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")     # moby's val
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")          # moby's volume name pattern
 _VAR_NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
 _ENV_KEY = re.compile(r"^[^\s=]+$")
-# Go's time.ParseDuration, which Compose uses: a sequence of <number><unit>, or a bare "0".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_NS_PER_UNIT = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                "m": 60_000_000_000, "h": 3_600_000_000_000}
 _BIND_MODES = frozenset({"ro", "rw", "z", "Z", "rprivate", "private", "rslave", "slave", "rshared", "shared"})
 _TOP_LEVEL = frozenset({"version", "name", "services", "volumes"})
 
@@ -468,36 +465,17 @@ def _only_comment(rest: str, where: str) -> None:
 
 
 def parse_duration_ns(value: Any, *, where: str = "duration") -> int:
-    """A Compose duration (Go's ``time.ParseDuration``): "10s", "1m30s", "1.5h", "250ms", "0".
-
-    Bare numbers are refused, as Compose refuses them: "10" could mean seconds
-    or nanoseconds, and a file that works here must mean the same to Docker.
-
-    Returns:
-        Nanoseconds, Docker's unit for health check timings.
+    """A Compose duration (Go's ``time.ParseDuration``, ``units.parse_duration_ns``) in nanoseconds.
 
     Raises:
-        ComposeError: not a duration, or negative.
+        ComposeError: not a duration string.
     """
     if not isinstance(value, str):
         raise ComposeError(f"{where}: must be a duration string like '10s' or '1m30s', got {_kind(value)}")
-    text = value.strip()
-    if text == "0":
-        return 0
-    pos, total = 0, 0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if not m:
-            break
-        number, unit = m.groups()
-        whole, _, frac = number.partition(".")
-        scale = _NS_PER_UNIT[unit]
-        # Integer arithmetic, so "1.1s" is exactly 1_100_000_000 ns.
-        total += int(whole or 0) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ComposeError(f"{where}: invalid duration {value!r} (use e.g. '10s', '1m30s', '500ms')")
-    return total
+    try:
+        return units.parse_duration_ns(value, where=where)
+    except ValueError as exc:
+        raise ComposeError(str(exc)) from None
 
 
 def normalize_project_name(text: str) -> str:

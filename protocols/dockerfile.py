@@ -535,7 +535,7 @@ def healthcheck(inst: Instruction) -> dict:
     Raises:
         DockerfileError: a malformed duration.
     """
-    from .compose import ComposeError, parse_duration_ns
+    from .units import parse_duration_ns
 
     head = inst.args.split(None, 1)
     if head[0].upper() == "NONE":
@@ -548,7 +548,7 @@ def healthcheck(inst: Instruction) -> dict:
         if flag in inst.flags:
             try:
                 doc[key] = parse_duration_ns(inst.flags[flag], where=f"HEALTHCHECK --{flag}")
-            except ComposeError as exc:
+            except ValueError as exc:
                 raise DockerfileError(str(exc), inst.line) from None
     if "retries" in inst.flags:
         doc["Retries"] = int(inst.flags["retries"])

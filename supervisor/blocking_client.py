@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from typing import Any, Self
 
 from protocols import rpc
 
 from .errors import CorralError
+
+TYPE_CHECKING = False       # typing's, without importing typing (~3 ms of every CLI command's start)
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 CLIENT_AGENT = "corral-client/0.1.0"
 _RECEIVE_SIZE = 65536

@@ -14,23 +14,36 @@ time is the point: the asyncio import alone costs more than most answers.
 from __future__ import annotations
 
 import argparse
-import inspect
+import importlib
 import json
 import os
 import sys
 import time
-from typing import Any
 
 from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
 from protocols.detach import DetachKeysError
 from protocols.units import human_duration
 
-from . import attach_cli, build_cli, files_cli, images_cli, registry_cli, stats_cli
+from . import attach_cli, images_cli
 from .blocking_client import BlockingClient, ConnectionLost, RpcError
 from .cli import verb_of
 from .errors import CorralError
 
+TYPE_CHECKING = False       # typing's, without importing typing (~3 ms of every command's start)
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_HOST = "unix:///run/corral/corral.sock"
+
+# The verbs of the other *_cli modules: each module is imported only to parse
+# and run one of its verbs (or for the whole --help). Start-up time counts.
+_MODULE_OF_VERB = {
+    "cp": "files_cli", "diff": "files_cli", "export": "files_cli", "save": "files_cli", "load": "files_cli",
+    "build": "build_cli", "commit": "build_cli", "stats": "stats_cli",
+    "pull": "registry_cli", "push": "registry_cli", "search": "registry_cli", "login": "registry_cli",
+    "logout": "registry_cli",
+}
+_CO_COROUTINE = 0x80        # inspect.CO_COROUTINE: iscoroutinefunction's test, without inspect's import
 
 
 class _OneVerb:
@@ -63,6 +76,7 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-H", "--host", default=os.environ.get("CORRAL_HOST", DEFAULT_HOST),
                    help=f"daemon socket (default $CORRAL_HOST or {DEFAULT_HOST})")
     sub = p.add_subparsers(dest="verb", required=True)
+    modules = _modules_for(verb)
     if verb is not None:
         sub = _OneVerb(sub, verb)
     for verb in ("run", "create"):
@@ -190,11 +204,24 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--until", type=int, help="stop at this event seq")
     sp.add_argument("-f", "--filter", action="append", default=[], help="key=value (type, event, container, label, image)")
     sp.add_argument("--format", choices=("text", "json"), default="text")
-    files_cli.add_parsers(sub)            # cp, diff, export, save, load
-    build_cli.add_parsers(sub)            # build, commit
-    registry_cli.add_parsers(sub)         # pull, push, search, login, logout
-    stats_cli.add_parser(sub)             # stats
+    for module in modules:
+        module.add_parsers(sub)
     return p
+
+
+def _modules_for(verb: str | None) -> list[Any]:
+    """The *_cli modules whose parsers ``_parser(verb)`` needs: the verb's own, or all of them."""
+    if verb is None:
+        names = sorted(set(_MODULE_OF_VERB.values()))
+    else:
+        names = [_MODULE_OF_VERB[verb]] if verb in _MODULE_OF_VERB else []
+    return [importlib.import_module(f"{__package__}.{name}") for name in names]
+
+
+def _verb(name: str):
+    if name in _VERBS:
+        return _VERBS[name]
+    return _modules_for(name)[0].VERBS[name]
 
 
 def _health_and_init_args(sp: argparse.ArgumentParser) -> None:
@@ -254,9 +281,9 @@ def _import_args(sp: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str]) -> int:
     verb = verb_of(argv)
-    args = _parser(verb if verb in _VERBS else None).parse_args(argv)
+    args = _parser(verb if verb in _VERBS or verb in _MODULE_OF_VERB else None).parse_args(argv)
     try:
-        return _run_verb(_VERBS[args.verb], None, args)
+        return _run_verb(_verb(args.verb), None, args)
     except (CorralError, InvalidContainerConfig) as exc:      # RpcError is a CorralError
         print(f"corral: {exc}", file=sys.stderr)
         return 125
@@ -274,7 +301,7 @@ def _run_verb(verb, client: BlockingClient | None, args: argparse.Namespace, *ex
     """Run a verb: a plain function gets the blocking client (``blocking_client.py``; made if
     ``client`` is None), a coroutine function the anyio client (``client.py``) on a connection of
     its own: the verbs that read and write at once (attach, ``-it``, ``stats``, cp)."""
-    if inspect.iscoroutinefunction(verb):
+    if verb.__code__.co_flags & _CO_COROUTINE:
         return _with_async_client(args, verb, *extra)
     if client is not None:
         return verb(client, args, *extra)
@@ -956,8 +983,5 @@ _VERBS = {
     "info": cmd_info, "version": cmd_version, "volume": cmd_volume, "rmi": cmd_rmi, "tag": cmd_tag,
     "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs, "attach": attach_cli.cmd_attach,
 }
-_VERBS.update(files_cli.VERBS, stats=stats_cli.cmd_stats)
-_VERBS.update(registry_cli.VERBS)
-_VERBS.update(build_cli.VERBS)
 _IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import, **images_cli.IMAGE_VERBS}
 _VERBS.update(images_cli.VERBS)

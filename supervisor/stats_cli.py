@@ -37,7 +37,7 @@ REDRAW_S = 1.0
 _CLEAR = "\033[2J\033[H"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("stats", help="live resource usage of containers")
     sp.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
     sp.add_argument("--no-stream", action="store_true", help="one sample, then exit")
@@ -114,3 +114,6 @@ async def cmd_stats(client, args) -> int:
                     watch(ref)
             _print(rows(), args.format, clear=tty and args.format == "table")
     return 1 if failed else 0
+
+
+VERBS = {"stats": cmd_stats}
