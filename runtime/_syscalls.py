@@ -22,13 +22,14 @@ import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # clone() must run with the GIL held and inside PyOS_BeforeFork/AfterFork, as
-# os.fork() does; ctypes.pythonapi is a PyDLL, which never releases the GIL.
-_pyapi = ctypes.pythonapi
+# os.fork() does; a PyDLL (ctypes.pythonapi's kind) never releases the GIL.
+# use_errno, unlike ctypes.pythonapi: get_errno() then reads the call's errno.
+_pyapi = ctypes.PyDLL(None, use_errno=True)
 
 _MACHINE = os.uname().machine
 _NR = {
-    "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "pidfd_getfd": 438},
-    "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "pidfd_getfd": 438},
+    "x86_64": {"clone": 56, "pivot_root": 155, "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438},
+    "aarch64": {"clone": 220, "pivot_root": 41, "pidfd_open": 434, "clone3": 435, "pidfd_getfd": 438},
 }[_MACHINE]
 
 # <linux/sched.h>
@@ -41,6 +42,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_PARENT = 0x00008000
+CLONE_INTO_CGROUP = 0x200000000     # clone3 only (Linux 5.7)
 
 # <sys/mount.h>
 MS_RDONLY = 1
@@ -112,7 +114,7 @@ def _b(value: str | bytes | None) -> bytes | None:
     return os.fsencode(value) if value is not None else None
 
 
-def clone(flags: int) -> int:
+def clone(flags: int, *, cgroup_fd: int | None = None) -> int:
     """fork() with namespace flags: returns 0 in the child, the child's PID in the parent.
 
     A raw clone(2) with no new stack behaves like fork(2), so the child resumes
@@ -121,20 +123,36 @@ def clone(flags: int) -> int:
     only from a single-threaded process (the spawner, or a one-shot command),
     and only to exec soon after.
 
+    With ``cgroup_fd`` (a cgroup v2 directory) it is clone3(2) with
+    CLONE_INTO_CGROUP: the child is born in that cgroup, no migration needed.
+
     Raises:
-        OSError: clone failed (EINVAL for an unknown flag, EPERM, ENOSPC...).
+        OSError: clone failed (EINVAL for an unknown flag, EPERM, ENOSPC...);
+            ENOSYS or E2BIG with ``cgroup_fd``: the kernel has no clone3, or one
+            without CLONE_INTO_CGROUP (before 5.7).
     """
+    if cgroup_fd is None:
+        args = (ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | 17),    # 17 = SIGCHLD to the parent
+                ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0))
+    else:
+        # struct clone_args, CLONE_ARGS_SIZE_VER2: flags, pidfd, child_tid, parent_tid,
+        # exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup. No stack: as fork.
+        # With CLONE_PARENT the exit signal must be 0: the child gets our parent's (SIGCHLD).
+        exit_signal = 0 if flags & CLONE_PARENT else 17
+        packed = struct.pack("=11Q", flags | CLONE_INTO_CGROUP, 0, 0, 0, exit_signal, 0, 0, 0, 0, 0, cgroup_fd)
+        args = (ctypes.c_long(_NR["clone3"]), ctypes.create_string_buffer(packed, len(packed)),
+                ctypes.c_size_t(len(packed)))
     _pyapi.PyOS_BeforeFork()
     ctypes.set_errno(0)
-    pid = _pyapi.syscall(ctypes.c_long(_NR["clone"]), ctypes.c_ulong(flags | 17),  # 17 = SIGCHLD to the parent
-                         ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0))
+    pid = _pyapi.syscall(*args)
     if pid == 0:
         _pyapi.PyOS_AfterFork_Child()
         return 0
     err = ctypes.get_errno()
     _pyapi.PyOS_AfterFork_Parent()
     if pid < 0:
-        raise OSError(err, f"clone flags={flags:#x}: {os.strerror(err)}")
+        call = "clone" if cgroup_fd is None else "clone3 into a cgroup,"
+        raise OSError(err, f"{call} flags={flags:#x}: {os.strerror(err)}")
     return pid
 
 

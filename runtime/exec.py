@@ -8,9 +8,10 @@ new ones:
     caller (the spawner)                    child
     setns(init pidfd, CLONE_NEWPID)         (only our *children* change PID namespace)
     clone(CLONE_PARENT) ──────────────────> PID N of the container's PID namespace
+      (clone3 into the v2 cgroup if any)
     setns back to our own PID namespace
-    cgroup.add_process(pid)
-    send "go" ────────────────────────────> setns(init pidfd, NEWIPC|NEWUTS|NEWNET|NEWCGROUP|NEWNS)
+    send "go" ────────────────────────────> joins the container's cgroup (join_self);
+                                            setns(init pidfd, NEWIPC|NEWUTS|NEWNET|NEWCGROUP|NEWNS)
                                             chdir, HOME, user, capabilities, no_new_privs,
                                             look the binary up
                         <────────────────── "ready"  or  "error" {message, exit_code}
@@ -111,7 +112,8 @@ def spawn_exec(init_pidfd: int, process: Process, *, namespaces: list[str] | tup
     except ProcessLookupError:
         raise SpawnError("exec: the container's init has exited") from None
     return start_child(
-        lambda sync: run_child(sync, lambda: _set_up_exec(init_pidfd, flags, process), process.args),
+        lambda sync, join: run_child(sync, lambda: _set_up_exec(init_pidfd, flags, process), process.args,
+                                     join=join),
         flags=0, pid_namespace=init_pidfd, cgroup=cgroup, clone_parent=clone_parent, stdio=stdio,
         keep_sync=True, what="the exec'd process", controlling_terminal=process.terminal and stdio is not None)
 

@@ -4,9 +4,10 @@ The parent and the init talk over a SOCK_SEQPACKET pair (one message each):
 
     parent                                  init (PID 1 of a new PID namespace)
     clone(CLONE_NEW*) ───────────────────>  blocks in recv()
-    pidfd_open(pid); cgroup.add_process
-    (the supervisor attaches networking)
-    send "go" ───────────────────────────>  setns/unshare(cgroup), rootfs, pivot_root,
+      (clone3 into the v2 cgroup if any)
+    pidfd_open(pid)
+    send "go" ───────────────────────────>  joins its cgroup (cgroup.join_self) before
+                                            anything else; setns/unshare(cgroup), rootfs, pivot_root,
                                             hostname, rlimits, user, capabilities,
                                             looks the binary up
                         <────────────────── "ready"  or  "error" {message, exit_code}
@@ -304,7 +305,8 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
         devpts, stdio = stdio[2], (stdio[0], stdio[0], stdio[0])     # runtime/terminal.py rule 1
     try:
         return start_child(
-            lambda sync: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh, devpts=devpts),
+            lambda sync, join: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh, devpts=devpts,
+                                         join=join),
             flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
             clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init",
             controlling_terminal=spec.process.terminal and stdio is not None)
@@ -322,8 +324,9 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
     running container (``runtime.exec``); the module docstring draws the wire.
 
     Args:
-        child_main: runs in the child with its end of the sync pair; it must
-            never return (``run_child`` ends in execve or ``os._exit``).
+        child_main: runs in the child as ``child_main(sync, join)``: its end of
+            the sync pair, and what puts it in ``cgroup`` (None without one), for
+            ``run_child``. It must never return (``run_child`` ends in execve or ``os._exit``).
         flags: CLONE_NEW* flags for the clone.
         pid_namespace: a path or a pidfd whose PID namespace the child is
             cloned into (setns(CLONE_NEWPID) only affects children), or None.
@@ -336,9 +339,11 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     flags |= _syscalls.CLONE_PARENT if clone_parent else 0
+    target = cgroup.clone_target() if cgroup is not None else None
+    into = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if target is not None else None
     try:
         with _pid_namespace_of(pid_namespace):
-            pid = _syscalls.clone(flags)
+            pid, cloned_into = _clone(flags, into)
             if pid == 0:                                      # the child
                 # Never back into the caller's code, not even through this
                 # with-block: its exit would setns to an ancestor PID namespace.
@@ -351,7 +356,10 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
                         if controlling_terminal:
                             # Before any set-up: job control and ^C in the container need it.
                             terminal.make_controlling_terminal(0)
-                    child_main(child_end)             # never returns
+                    join = None
+                    if cgroup is not None:
+                        join = lambda: cgroup.join_self(cloned_into=cloned_into)   # noqa: E731
+                    child_main(child_end, join)       # never returns
                 finally:
                     os._exit(1)
     except OSError as exc:
@@ -359,10 +367,25 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
         raise SpawnError(f"failed to start {what}: {exc.strerror or exc}") from exc
     finally:
         child_end.close()
-    return _await_ready(pid, parent_end, cgroup, keep_sync=keep_sync, ours=not clone_parent)
+        if into is not None:
+            os.close(into)
+    return _await_ready(pid, parent_end, keep_sync=keep_sync, ours=not clone_parent)
 
 
-def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool, ours: bool) -> Child:
+def _clone(flags: int, into: int | None) -> tuple[int, bool]:
+    """clone, into the cgroup directory ``into`` when given and the kernel can (5.7+);
+    (pid or 0, whether it cloned into it). Without CLONE_INTO_CGROUP the child
+    joins that hierarchy itself too (``join_self``)."""
+    if into is not None:
+        try:
+            return _syscalls.clone(flags, cgroup_fd=into), True
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.E2BIG):
+                raise
+    return _syscalls.clone(flags), False
+
+
+def _await_ready(pid: int, sync: socket.socket, *, keep_sync: bool, ours: bool) -> Child:
     child = Child(pid, os.pidfd_open(pid), sync)
 
     def end() -> str:
@@ -374,8 +397,6 @@ def _await_ready(pid: int, sync: socket.socket, cgroup, *, keep_sync: bool, ours
         return "its parent reaps it"
 
     try:
-        if cgroup is not None:
-            cgroup.add_process(pid)
         try:
             sync.send(b"go")
             message = sync.recv(_MSG_MAX)
@@ -439,21 +460,27 @@ class _pid_namespace_of:
 
 
 def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: int | None,
-              cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool, *, devpts: int | None = None) -> None:
+              cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool, *, devpts: int | None = None,
+              join=None) -> None:
     run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh, devpts=devpts),
-              spec.process.args, fifo_fd=fifo_fd)
+              spec.process.args, fifo_fd=fifo_fd, join=join)
 
 
-def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: int | None = None) -> None:
-    """The child's side of the handshake: wait for "go", ``set_up()``, "ready", execve. Never returns.
+def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: int | None = None,
+              join=None) -> None:
+    """The child's side of the handshake: wait for "go", ``join()``, ``set_up()``, "ready", execve.
+    Never returns.
 
-    ``set_up`` returns the binary to exec and its environment; an exception
-    from it is sent to the parent as "error {message, exit_code}".
+    ``join`` puts the child in its cgroup (``start_child`` makes it), before
+    any other of its code runs. ``set_up`` returns the binary to exec and its
+    environment. An exception from either is sent to the parent as "error {message, exit_code}".
     """
     code = 1
     try:
         if sync.recv(_MSG_MAX) != b"go":
             os._exit(1)                 # the parent went away before "go"
+        if join is not None:
+            join()
         path, env = set_up()
         sync.send(b"ready")
         if fifo_fd is not None:

@@ -23,10 +23,14 @@ class NullCgroup:
 
     def create(self) -> None: ...
     def add_process(self, pid: int) -> None: ...
+    def join_self(self, *, cloned_into: bool) -> None: ...
     def apply(self, resources: Resources) -> None: ...
     def set_frozen(self, frozen: bool) -> None: ...
     def kill(self) -> None: ...
     def remove(self) -> None: ...
+
+    def clone_target(self) -> Path | None:
+        return None
 
     def is_frozen(self) -> bool:
         return False
@@ -74,6 +78,13 @@ class FakeCgroup:
     def add_process(self, pid: int) -> None:
         self._record("add_process", pid)
         self.processes.append(pid)
+
+    def clone_target(self) -> Path | None:
+        return None
+
+    def join_self(self, *, cloned_into: bool) -> None:
+        self._record("join_self", cloned_into)      # in the child: only a failure is seen, through it
+        self.processes.append(os.getpid())
 
     def apply(self, resources: Resources) -> None:
         self._record("apply", resources)

@@ -143,6 +143,28 @@ class V1Cgroup:
         for h in self.hierarchies:
             write_file(h.path / "cgroup.procs", str(pid))
 
+    def clone_target(self) -> Path | None:
+        """The hybrid host's v2 hierarchy, which a child can be cloned into (CLONE_INTO_CGROUP)."""
+        return next((h.path for h in self.hierarchies if not h.controllers), None)
+
+    def join_self(self, *, cloned_into: bool) -> None:
+        """Move the calling process, single-threaded and just cloned, in: ``add_process`` for itself.
+
+        Each v1 hierarchy gets "0" in ``tasks``: the kernel moves the caller
+        alone without the global threadgroup lock, whose first writer waits out
+        an RCU grace period (~5-15 ms); ``cgroup.procs`` would wait it out.
+        One thread is the whole process here. ``cloned_into``: the clone already
+        put it in ``clone_target()``.
+
+        Raises:
+            CgroupError: A hierarchy refused it (cpuset empty, say).
+        """
+        for h in self.hierarchies:
+            if h.controllers:
+                write_file(h.path / "tasks", "0")
+            elif not cloned_into:
+                write_file(h.path / "cgroup.procs", "0")
+
     def remove(self) -> None:
         """rmdir the cgroup in every hierarchy; a missing directory is fine.
 

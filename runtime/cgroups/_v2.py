@@ -114,6 +114,15 @@ class V2Cgroup:
         """
         write_file(self.path / "cgroup.procs", str(pid))
 
+    def clone_target(self) -> Path | None:
+        """This directory: a child cloned into it (CLONE_INTO_CGROUP) is born here, no migration."""
+        return self.path
+
+    def join_self(self, *, cloned_into: bool) -> None:
+        """Move the calling process in, unless the clone already did (``cloned_into``)."""
+        if not cloned_into:
+            write_file(self.path / "cgroup.procs", "0")
+
     def remove(self) -> None:
         """rmdir the cgroup, retrying while it is busy; a missing directory is fine.
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from runtime.errors import SpawnError
 from runtime.spawn import read_start_time
 from runtime.spawner import Spawner
 
-from .conftest import runc_spec
+from .conftest import REPO, runc_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2]
 
@@ -45,8 +49,7 @@ def test_init_is_our_child_and_writes_to_the_stdio_we_pass(spawner, busybox_root
         child.wait_exec()
         # In the cgroup we named, in every hierarchy (seen from here: `runc spec`
         # on a v2 host adds a cgroup namespace, which hides the path inside).
-        in_cgroup = [line for line in Path(f"/proc/{child.pid}/cgroup").read_text().splitlines()
-                     if line.endswith(f"/{cgroup_parent}/s1")]
+        lines = Path(f"/proc/{child.pid}/cgroup").read_text().splitlines()
         os.close(w_in)                            # EOF on its stdin: `read` returns
         # waitid(P_PIDFD) succeeds only for our own child: CLONE_PARENT made it ours.
         assert read_start_time(child.pid) is not None
@@ -57,7 +60,52 @@ def test_init_is_our_child_and_writes_to_the_stdio_we_pass(spawner, busybox_root
         os.close(r)
         cg.remove()
     assert out.splitlines() == ["1 from pid 1"]
-    assert in_cgroup
+    # Every hierarchy: the v1 ones joined by the init itself, a v2 one by clone3 (CLONE_INTO_CGROUP).
+    assert lines and all(line.endswith(f"/{cgroup_parent}/s1") for line in lines), lines
+
+
+def test_without_clone_into_cgroup_the_init_joins_every_hierarchy_itself(busybox_rootfs, tmp_path,
+                                                                           cgroup_parent) -> None:
+    # A kernel before 5.7 has no CLONE_INTO_CGROUP: clone3 answers ENOSYS (or E2BIG), spawn
+    # clones plainly and the init writes itself into the v2 hierarchy too. spawn_init clones,
+    # which only a single-threaded process may do (pytest is not one): a fresh interpreter.
+    script = textwrap.dedent("""
+        import errno, json, os, sys
+        from protocols.runtime_spec import parse_spec
+        from runtime import _syscalls
+        from runtime.cgroups import open_cgroup
+        from runtime.spawn import spawn_init
+
+        real_clone = _syscalls.clone
+
+        def clone_before_5_7(flags, *, cgroup_fd=None):
+            if cgroup_fd is not None:
+                raise OSError(errno.ENOSYS, "clone3: Function not implemented")
+            return real_clone(flags)
+
+        _syscalls.clone = clone_before_5_7
+        cg = open_cgroup(sys.argv[3])
+        cg.create()
+        r, w = os.pipe()
+        try:
+            child = spawn_init(parse_spec(json.loads(sys.argv[1])), bundle=sys.argv[2], cgroup=cg,
+                               stdio=(r, 1, 2))
+            child.wait_exec()
+            print(open(f"/proc/{child.pid}/cgroup").read(), end="")
+            os.close(w)                        # EOF: its `read` returns
+            code = child.wait().exit_code
+            child.close()
+        finally:
+            cg.remove()
+        sys.exit(code)
+    """)
+    doc = config(busybox_rootfs, ["sh", "-c", "read x; exit 5"])
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(doc), str(tmp_path), f"{cgroup_parent}/old"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL,
+                          check=False)
+    assert (done.returncode, done.stderr) == (5, ""), done.stderr
+    lines = done.stdout.splitlines()
+    assert lines and all(line.endswith(f"/{cgroup_parent}/old") for line in lines), lines
 
 
 def test_errors_come_back_with_their_code(spawner, busybox_rootfs, tmp_path) -> None:

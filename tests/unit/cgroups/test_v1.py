@@ -179,6 +179,22 @@ def test_add_process_writes_every_hierarchy(v1_root: Path) -> None:
     assert cg.pids() == [4242]
 
 
+def test_join_self_writes_itself_into_each_v1_tasks_file(v1_root: Path) -> None:
+    # "0" in tasks: the caller alone, without the global lock cgroup.procs takes (an RCU grace period).
+    cg = open_v1(v1_root)
+    unified = [h for h in cg.hierarchies if not h.controllers]
+    assert [h.path for h in unified] == [cg.clone_target()]
+    for h in cg.hierarchies:
+        (h.path / "tasks").write_text("")
+        (h.path / "cgroup.procs").write_text("")
+    cg.join_self(cloned_into=True)
+    for h in cg.hierarchies:
+        assert (h.path / "tasks").read_text() == ("0" if h.controllers else ""), h.name
+        assert (h.path / "cgroup.procs").read_text() == "", h.name
+    cg.join_self(cloned_into=False)         # no CLONE_INTO_CGROUP: the v2 hierarchy by cgroup.procs
+    assert [(h.path / "cgroup.procs").read_text() for h in unified] == ["0"]
+
+
 def test_freeze_and_thaw(v1_root: Path) -> None:
     cg = open_v1(v1_root)
     assert not cg.is_frozen()

@@ -201,6 +201,17 @@ def test_mount_sources_and_pids(v2_root: Path) -> None:
     assert cg.pids() == [77]
 
 
+def test_a_child_is_cloned_into_the_directory_or_joins_it_itself(v2_root: Path) -> None:
+    cg = open_v2(v2_root)
+    assert cg.clone_target() == web(v2_root)
+    procs = web(v2_root) / "cgroup.procs"
+    procs.write_text("")
+    cg.join_self(cloned_into=True)          # clone3 put it there: nothing to write
+    assert procs.read_text() == ""
+    cg.join_self(cloned_into=False)         # a kernel without CLONE_INTO_CGROUP
+    assert procs.read_text() == "0"
+
+
 def test_remove(v2_root: Path) -> None:
     cg = open_v2(v2_root, remove_timeout_s=0.01)
     with pytest.raises(CgroupError, match="failed to remove cgroup"):
