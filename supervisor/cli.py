@@ -14,8 +14,8 @@ def main(argv: list[str] | None = None) -> int:
         from .daemon import main as daemon_main
         return daemon_main(argv[1:])
     if argv and argv[0] in ("-v", "--version"):
-        from importlib.metadata import version
-        print(f"corral version {version('corral')}")
+        from .version import VERSION
+        print(f"corral version {VERSION}")
         return 0
     if verb_of(argv) == "build":
         # One streaming request: build_cli speaks it on a plain socket, without commands' imports.

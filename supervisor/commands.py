@@ -691,11 +691,10 @@ def _confirm(question: str) -> bool:
 
 
 def _client_version() -> dict[str, Any]:
-    import platform
-
     from .version import API_VERSION, go_arch, server_version
-    return {"Version": server_version(), "ApiVersion": API_VERSION, "PythonVersion": platform.python_version(),
-            "Os": "linux", "Arch": go_arch(platform.machine())}
+    return {"Version": server_version(), "ApiVersion": API_VERSION,
+            "PythonVersion": "{}.{}.{}".format(*sys.version_info[:3]), "Os": "linux",
+            "Arch": go_arch(os.uname().machine)}
 
 
 def cmd_version(client, args) -> int:
