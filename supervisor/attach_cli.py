@@ -30,14 +30,10 @@ import tty as tty_mode
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 
-from protocols.detach import (
-    DEFAULT_DETACH_KEYS,
-    DetachKeysError,
-    EscapeMatcher,
-    parse_detach_keys,
-)
+from protocols.detach import DetachKeysError, EscapeMatcher
 
 from .blocking_client import RpcError
+from .commands import add_attach_flags, detach_keys_of, terminal_size
 
 TYPE_CHECKING = False       # typing's, without importing typing (~3 ms of every CLI command's start)
 if TYPE_CHECKING:
@@ -49,48 +45,11 @@ READ_SIZE = 32 * 1024          # one stdin call's data (the request frame limit 
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def bool_flag(text: str) -> bool:
-    """Go's ParseBool, for docker's ``--sig-proxy=false``."""
-    value = text.lower()
-    if value in ("1", "t", "true"):
-        return True
-    if value in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
-
-
-def add_attach_flags(sp: argparse.ArgumentParser, *, sig_proxy: bool = True) -> None:
-    sp.add_argument("--detach-keys", help=f"key sequence for detaching (default {DEFAULT_DETACH_KEYS!r})")
-    if sig_proxy:
-        sp.add_argument("--sig-proxy", type=bool_flag, nargs="?", const=True, default=True,
-                        help="forward SIGINT/SIGTERM to the container (not with a terminal); default true")
-
-
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     sp = sub.add_parser("attach", help="attach to a running container's input and output")
     sp.add_argument("--no-stdin", action="store_true", help="do not forward our stdin")
     add_attach_flags(sp)
     sp.add_argument("container")
-
-
-def detach_keys_of(args: argparse.Namespace) -> bytes:
-    """``--detach-keys`` (or docker's default) as bytes.
-
-    Raises:
-        DetachKeysError: not docker's syntax.
-    """
-    return parse_detach_keys(getattr(args, "detach_keys", None) or DEFAULT_DETACH_KEYS)
-
-
-def terminal_size() -> tuple[int, int] | None:
-    """Our terminal's (rows, cols), from stdout or stdin; None when neither is a terminal."""
-    for fd in (1, 0):
-        try:
-            size = os.get_terminal_size(fd)
-        except OSError:
-            continue
-        return size.lines, size.columns
-    return None
 
 
 @contextmanager
@@ -293,3 +252,6 @@ async def cmd_attach(client, args) -> int:
         return 0
     result = await client.call("container.wait", id=info["Id"])
     return int(result["StatusCode"])
+
+
+VERBS = {"attach": cmd_attach}

@@ -14,17 +14,16 @@ time is the point: the asyncio import alone costs more than most answers.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import json
 import os
 import sys
 import time
 
 from protocols.container_config import InvalidContainerConfig, healthcheck_from_flags, parse_bytes, parse_cpus
-from protocols.detach import DetachKeysError
+from protocols.detach import DEFAULT_DETACH_KEYS, DetachKeysError, parse_detach_keys
 from protocols.units import human_duration
 
-from . import attach_cli, images_cli
 from .blocking_client import BlockingClient, ConnectionLost, RpcError
 from .cli import verb_of
 from .errors import CorralError
@@ -39,7 +38,8 @@ DEFAULT_HOST = "unix:///run/corral/corral.sock"
 # and run one of its verbs (or for the whole --help). Start-up time counts.
 _MODULE_OF_VERB = {
     "cp": "files_cli", "diff": "files_cli", "export": "files_cli", "save": "files_cli", "load": "files_cli",
-    "build": "build_cli", "commit": "build_cli", "stats": "stats_cli",
+    "build": "build_cli", "commit": "build_cli", "stats": "stats_cli", "attach": "attach_cli",
+    "history": "images_cli", "system": "images_cli",
     "pull": "registry_cli", "push": "registry_cli", "search": "registry_cli", "login": "registry_cli",
     "logout": "registry_cli",
 }
@@ -70,9 +70,78 @@ class _Discard:
         return self
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, as wide as the terminal without importing shutil for it: argparse
+    makes one per add_argument (40 for run), and shutil is ~2 ms of each start."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+@functools.cache
+def _columns() -> int:
+    """shutil.get_terminal_size's columns: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parsers of every verb (``add_subparsers`` makes its parsers of its parser's class)."""
+
+    def __init__(self, *args: Any, formatter_class: type = _Formatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def bool_flag(text: str) -> bool:
+    """Go's ParseBool, for docker's ``--sig-proxy=false``."""
+    value = text.lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def add_attach_flags(sp: argparse.ArgumentParser, *, sig_proxy: bool = True) -> None:
+    sp.add_argument("--detach-keys", help=f"key sequence for detaching (default {DEFAULT_DETACH_KEYS!r})")
+    if sig_proxy:
+        sp.add_argument("--sig-proxy", type=bool_flag, nargs="?", const=True, default=True,
+                        help="forward SIGINT/SIGTERM to the container (not with a terminal); default true")
+
+
+def detach_keys_of(args: argparse.Namespace) -> bytes:
+    """``--detach-keys`` (or docker's default) as bytes.
+
+    Raises:
+        DetachKeysError: not docker's syntax.
+    """
+    return parse_detach_keys(getattr(args, "detach_keys", None) or DEFAULT_DETACH_KEYS)
+
+
+def terminal_size() -> tuple[int, int] | None:
+    """Our terminal's (rows, cols), from stdout or stdin; None when neither is a terminal."""
+    for fd in (1, 0):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        return size.lines, size.columns
+    return None
+
+
 def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser; with ``verb`` (a known one), only that verb's subparser."""
-    p = argparse.ArgumentParser(prog="corral", description="Talk to the corral daemon.")
+    wanted = verb           # the loops below reuse the name
+    p = _Parser(prog="corral", description="Talk to the corral daemon.")
     p.add_argument("-H", "--host", default=os.environ.get("CORRAL_HOST", DEFAULT_HOST),
                    help=f"daemon socket (default $CORRAL_HOST or {DEFAULT_HOST})")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -84,7 +153,7 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
         if verb == "run":
             sp.add_argument("-d", "--detach", action="store_true")
             sp.add_argument("--rm", action="store_true", help="remove the container when it exits")
-            attach_cli.add_attach_flags(sp)
+            add_attach_flags(sp)
         sp.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (and attach it)")
         sp.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
         sp.add_argument("--name")
@@ -117,9 +186,8 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     sp = sub.add_parser("start")
     sp.add_argument("-a", "--attach", action="store_true", help="attach its output (and signals) until it stops")
     sp.add_argument("-i", "--interactive", action="store_true", help="attach its stdin too")
-    attach_cli.add_attach_flags(sp, sig_proxy=False)
+    add_attach_flags(sp, sig_proxy=False)
     sp.add_argument("containers", nargs="+")
-    attach_cli.add_parser(sub)
     for verb in ("pause", "unpause", "inspect"):
         sub.add_parser(verb).add_argument("containers", nargs="+")
     for verb in ("stop", "restart"):
@@ -192,7 +260,8 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     _rmi_args(isub.add_parser("rm"))
     _tag_args(isub.add_parser("tag"))
     _import_args(isub.add_parser("import"))
-    images_cli.add_parsers(sub, isub)     # history, image history, image prune, system df
+    if wanted in (None, "image"):
+        _import_cli("images_cli").add_image_parsers(isub)     # image history, image prune
     for verb in ("up", "down"):
         sp = sub.add_parser(verb, help=f"{'start' if verb == 'up' else 'remove'} a services file's containers")
         sp.add_argument("-f", "--file", default="compose.yaml")
@@ -215,7 +284,11 @@ def _modules_for(verb: str | None) -> list[Any]:
         names = sorted(set(_MODULE_OF_VERB.values()))
     else:
         names = [_MODULE_OF_VERB[verb]] if verb in _MODULE_OF_VERB else []
-    return [importlib.import_module(f"{__package__}.{name}") for name in names]
+    return [_import_cli(name) for name in names]
+
+
+def _import_cli(name: str) -> Any:
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def _verb(name: str):
@@ -239,7 +312,7 @@ def _exec_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-d", "--detach", action="store_true", help="run it in the background")
     sp.add_argument("-i", "--interactive", action="store_true", help="attach our stdin to it")
     sp.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
-    attach_cli.add_attach_flags(sp, sig_proxy=False)
+    add_attach_flags(sp, sig_proxy=False)
     sp.add_argument("-e", "--env", action="append", default=[], help="KEY=value (repeatable)")
     sp.add_argument("--env-file", action="append", default=[])
     sp.add_argument("-u", "--user", help="name|uid[:group|gid]")
@@ -385,7 +458,7 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     attached = args.verb == "run" and not args.detach
     body.update(Tty=args.tty, OpenStdin=args.interactive, StdinOnce=args.interactive and attached,
                 AttachStdin=args.interactive and attached, AttachStdout=attached, AttachStderr=attached)
-    size = attach_cli.terminal_size() if args.tty else None
+    size = terminal_size() if args.tty else None
     if size is not None:
         host["ConsoleSize"] = list(size)
     return body
@@ -404,7 +477,7 @@ def exec_body(args: argparse.Namespace) -> dict[str, Any]:
             "AttachStdout": not args.detach, "AttachStderr": not args.detach, "Detach": args.detach,
             "DetachKeys": args.detach_keys or "", "Env": env or None, "WorkingDir": args.workdir or "",
             "Cmd": list(args.command)}
-    size = attach_cli.terminal_size() if args.tty else None
+    size = terminal_size() if args.tty else None
     if size is not None:
         body["ConsoleSize"] = list(size)
     return body
@@ -412,14 +485,15 @@ def exec_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_exec(client, args) -> int:
     """docker exec: the command's output on ours, its exit status as ours (126/127 when it cannot start)."""
-    keys = attach_cli.detach_keys_of(args)
+    keys = detach_keys_of(args)
     created = client.call("exec.create", id=args.container, body=exec_body(args))
     code = 0
     try:
         if (args.interactive or args.tty) and not args.detach:
             detached, code = _run_verb(_exec_attached, client, args, created["Id"], keys)
             if detached:
-                attach_cli.say_detached()
+                from .attach_cli import say_detached
+                say_detached()
                 return 0
             return code
         for item in client.stream("exec.start", id=created["Id"], detach=args.detach):
@@ -438,7 +512,8 @@ def cmd_exec(client, args) -> int:
 
 
 async def _exec_attached(client, args, exec_id: str, keys: bytes) -> tuple[bool, int]:
-    return await attach_cli.attach_exec(client, exec_id, tty=args.tty, stdin=args.interactive, detach_keys=keys)
+    from .attach_cli import attach_exec
+    return await attach_exec(client, exec_id, tty=args.tty, stdin=args.interactive, detach_keys=keys)
 
 
 def _restart(text: str) -> dict[str, Any]:
@@ -465,7 +540,7 @@ def cmd_run(client, args) -> int:
     remove_after = args.rm and not args.detach
     if remove_after:
         args.rm = False
-    keys = attach_cli.detach_keys_of(args)
+    keys = detach_keys_of(args)
     cid = _create(client, args)
     try:
         if (args.interactive or args.tty) and not args.detach:
@@ -478,7 +553,8 @@ def cmd_run(client, args) -> int:
                 print(f"corral: {exc.message}", file=sys.stderr)
                 return exc.details["exit_code"] if exc.details["exit_code"] in (126, 127) else 125
             if detached:
-                attach_cli.say_detached()
+                from .attach_cli import say_detached
+                say_detached()
                 remove_after = False                 # it runs on; docker leaves it to --rm's AutoRemove
                 return 0
             return int(client.call("container.wait", id=cid)["StatusCode"])
@@ -502,7 +578,8 @@ def cmd_run(client, args) -> int:
 
 
 async def _run_attached(client, args, cid: str, keys: bytes) -> bool:
-    return await attach_cli.attach_container(client, cid, stdin=args.interactive, detach_keys=keys,
+    from .attach_cli import attach_container
+    return await attach_container(client, cid, stdin=args.interactive, detach_keys=keys,
                                              sig_proxy=args.sig_proxy,
                                              on_attached=lambda: client.call("container.start", id=cid))
 
@@ -557,13 +634,14 @@ def cmd_start(client, args) -> int:
     if len(args.containers) != 1:
         print("corral: you cannot start and attach multiple containers at once", file=sys.stderr)
         return 1
-    keys = attach_cli.detach_keys_of(args)
+    keys = detach_keys_of(args)
     ref = args.containers[0]
     running = client.call("container.inspect", id=ref)["State"]["Running"]
     if running:
         client.call("container.start", id=ref)        # 304: already running; attach to it as docker does
     if _run_verb(_start_attached, client, args, ref, keys, not running):
-        attach_cli.say_detached()
+        from .attach_cli import say_detached
+        say_detached()
         return 0
     return int(client.call("container.wait", id=ref)["StatusCode"])
 
@@ -571,7 +649,8 @@ def cmd_start(client, args) -> int:
 async def _start_attached(client, args, ref: str, keys: bytes, start: bool) -> bool:
     async def on_attached() -> None:
         await client.call("container.start", id=ref)
-    return await attach_cli.attach_container(client, ref, stdin=args.interactive, detach_keys=keys, sig_proxy=True,
+    from .attach_cli import attach_container
+    return await attach_container(client, ref, stdin=args.interactive, detach_keys=keys, sig_proxy=True,
                                              on_attached=on_attached if start else None)
 
 
@@ -625,7 +704,7 @@ def _inspect_all(client, method: str, param: str, refs: list[str]) -> int:
         except RpcError as exc:
             print(f"corral: {exc.message}", file=sys.stderr)
             code = 1
-    print(json.dumps(out, indent=4))
+    _print_json(out, indent=4)
     return code
 
 
@@ -649,7 +728,7 @@ def cmd_ps(client, args) -> int:
         return 0
     if args.format == "json":
         for r in rows:
-            print(json.dumps(r))
+            _print_json(r)
         return 0
     table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     now = time.time()
@@ -701,7 +780,7 @@ def cmd_version(client, args) -> int:
     client_side = _client_version()
     server = client.call("system.version")
     if args.format == "json":
-        print(json.dumps({"Client": client_side, "Server": server}))
+        _print_json({"Client": client_side, "Server": server})
         return 0
     _print_fields([
         ("Client:", None),
@@ -723,7 +802,7 @@ def cmd_version(client, args) -> int:
 def cmd_info(client, args) -> int:
     info = client.call("system.info")
     if args.format == "json":
-        print(json.dumps(info))
+        _print_json(info)
         return 0
     lines = [
         "Server:",
@@ -774,7 +853,7 @@ def cmd_volume(client, args) -> int:
                 print(v["Name"])
         elif args.format == "json":
             for v in volumes:
-                print(json.dumps(v))
+                _print_json(v)
         else:
             _print_table([("DRIVER", "VOLUME NAME")] + [(v["Driver"], v["Name"]) for v in volumes])
         return 0
@@ -796,7 +875,7 @@ def cmd_images(client, args) -> int:
     rows = client.call("image.list", all=args.all, filters=filters)
     if args.format == "json":
         for r in rows:
-            print(json.dumps(r))
+            _print_json(r)
         return 0
 
     def image_id(r: dict[str, Any]) -> str:
@@ -889,6 +968,8 @@ def cmd_image(client, args) -> int:
         return _inspect_all(client, "image.inspect", "id", args.images)
     if verb in _IMAGE_VERBS:
         return _run_verb(_IMAGE_VERBS[verb], client, args)
+    if verb in ("history", "prune"):
+        return _run_verb(_import_cli("images_cli").IMAGE_VERBS[verb], client, args)
     image = client.call("image.bootstrap", name=args.name)
     print(image["Id"])
     return 0
@@ -898,7 +979,7 @@ def cmd_events(client, args) -> int:
     filters = _filters(args.filter)
     for e in client.stream("system.events", filters=filters, since=args.since, until=args.until):
         if args.format == "json":
-            print(json.dumps(e), flush=True)
+            _print_json(e, flush=True)
         else:
             attrs = ", ".join(f"{k}={v}" for k, v in sorted(e["attributes"].items()))
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time_ns"] / 1e9))
@@ -927,6 +1008,12 @@ def _compose(client, args, method: str) -> int:
     for action in result["actions"]:
         print(f"{result['project']}: {action}")
     return 0
+
+
+def _print_json(value: Any, *, indent: int | None = None, flush: bool = False) -> None:
+    import json             # only for output that asks for it: ~1.5 ms of every start otherwise
+
+    print(json.dumps(value, indent=indent), flush=flush)
 
 
 def _print_table(rows: list[tuple[str, ...]], *, minwidth: int = 10) -> None:
@@ -980,7 +1067,6 @@ _VERBS = {
     "rename": cmd_rename, "inspect": cmd_inspect, "ps": cmd_ps, "images": cmd_images, "image": cmd_image,
     "events": cmd_events, "up": cmd_up, "down": cmd_down, "top": cmd_top, "container": cmd_container,
     "info": cmd_info, "version": cmd_version, "volume": cmd_volume, "rmi": cmd_rmi, "tag": cmd_tag,
-    "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs, "attach": attach_cli.cmd_attach,
+    "import": cmd_import, "exec": cmd_exec, "logs": cmd_logs,
 }
-_IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import, **images_cli.IMAGE_VERBS}
-_VERBS.update(images_cli.VERBS)
+_IMAGE_VERBS = {"ls": cmd_images, "rm": cmd_rmi, "tag": cmd_tag, "import": cmd_import}

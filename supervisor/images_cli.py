@@ -12,21 +12,29 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def add_parsers(sub: argparse._SubParsersAction, isub: argparse._SubParsersAction) -> None:
-    for parser in (sub.add_parser("history", help="an image's layers and the steps that made them"),
-                   isub.add_parser("history")):
-        parser.add_argument("--no-trunc", action="store_true")
-        parser.add_argument("-q", "--quiet", action="store_true", help="only image ids")
-        parser.add_argument("--format", choices=("table", "json"), default="table")
-        parser.add_argument("image")
-    sp = isub.add_parser("prune", help="remove unused images")
-    sp.add_argument("-a", "--all", action="store_true", help="every image no container uses, not only untagged ones")
-    sp.add_argument("-f", "--force", action="store_true", help="do not ask")
-    sp.add_argument("--filter", action="append", default=[], help="label=KEY[=VALUE] or label!=...")
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """``history`` and ``system df``."""
+    _history_args(sub.add_parser("history", help="an image's layers and the steps that made them"))
     sp = sub.add_parser("system", help="the daemon's disk use")
     ssub = sp.add_subparsers(dest="system_verb", required=True)
     sp = ssub.add_parser("df", help="disk usage of images, containers and volumes")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def add_image_parsers(isub: argparse._SubParsersAction) -> None:
+    """``image history`` and ``image prune``."""
+    _history_args(isub.add_parser("history"))
+    sp = isub.add_parser("prune", help="remove unused images")
+    sp.add_argument("-a", "--all", action="store_true", help="every image no container uses, not only untagged ones")
+    sp.add_argument("-f", "--force", action="store_true", help="do not ask")
+    sp.add_argument("--filter", action="append", default=[], help="label=KEY[=VALUE] or label!=...")
+
+
+def _history_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-trunc", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("image")
 
 
 def cmd_history(client, args) -> int:
