@@ -150,7 +150,8 @@ def _handle(message: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
             spec = parse_spec(request["spec"])
             cgroup = None
             if request.get("cgroup"):
-                cgroup = cgroups.open_cgroup(request["cgroup"], self_cgroup=request.get("cgroup_base"))
+                cgroup = cgroups.open_cgroup(request["cgroup"], mountinfo=cgroups.read_mountinfo(),
+                                             self_cgroup=request.get("cgroup_base"))
             stdio = tuple(fds) if len(fds) == 3 else None
             child = spawn_init(spec, bundle=request["bundle"], cgroup=cgroup, clone_parent=True, stdio=stdio)
     except SpawnError as exc:
@@ -166,7 +167,8 @@ def _handle_exec(request: dict, fds: list[int]) -> Child:
         raise ValueError(f"an exec request carries 4 fds (init pidfd, stdin, stdout, stderr), got {len(fds)}")
     cgroup = None
     if request.get("cgroup"):
-        cgroup = cgroups.open_cgroup(request["cgroup"], self_cgroup=request.get("cgroup_base"))
+        cgroup = cgroups.open_cgroup(request["cgroup"], mountinfo=cgroups.read_mountinfo(),
+                                     self_cgroup=request.get("cgroup_base"))
     return spawn_exec(fds[0], parse_process(request["process"]), namespaces=request["namespaces"],
                       cgroup=cgroup, clone_parent=True, stdio=(fds[1], fds[2], fds[3]))
 

@@ -64,7 +64,7 @@ class LinuxHost:
         self._cgroup_base = Path("/proc/self/cgroup").read_text()
 
     def _cgroup(self, path: str) -> cgroups.Cgroup:
-        return cgroups.open_cgroup(path, self_cgroup=self._cgroup_base)
+        return cgroups.open_cgroup(path, mountinfo=cgroups.read_mountinfo(), self_cgroup=self._cgroup_base)
 
     async def _run(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)

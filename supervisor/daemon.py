@@ -29,7 +29,7 @@ from protocols.distribution import DistributionError, check_insecure_entries, pa
 from protocols.events import EventFilter
 from runtime import _syscalls
 from runtime.caps import held_bounding_set
-from runtime.cgroups import CgroupMode, detect_mode
+from runtime.cgroups import CgroupMode, detect_mode, read_mountinfo
 
 from . import attach, registry
 from ._host import KeeperLink, open_linux_host
@@ -433,7 +433,7 @@ async def serve(args: argparse.Namespace) -> int:
     images = await trio.to_thread.run_sync(ImageStore, args.data_root)
     # Nothing is in flight yet: what an interrupted import, pull or prune left goes now.
     await trio.to_thread.run_sync(_collect_garbage, images)
-    mountinfo = Path("/proc/self/mountinfo").read_text()
+    mountinfo = read_mountinfo()
     mode = detect_mode(mountinfo)
     try:
         async with open_linux_host() as host, trio.open_nursery() as nursery:

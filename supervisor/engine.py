@@ -68,7 +68,7 @@ from protocols.oci_image import ContainerConfig, ImageFormatError, parse_referen
 from protocols.units import human_duration
 from runtime import image_archive, overlay
 from runtime.build_context import BUILD_CACHE_FILE, BuildCache
-from runtime.cgroups import CgroupMode, detect_mode, resources_from_oci
+from runtime.cgroups import CgroupMode, detect_mode, read_mountinfo, resources_from_oci
 from runtime.devices import host_devices
 from runtime.errors import HostError
 from runtime.images import ImageError, ImageNotFound
@@ -1828,7 +1828,7 @@ def _disk_usage(path: Path) -> int:
 def _host_facts(data_root: Path) -> dict[str, Any]:
     """What docker info says about the host (worker thread: files under /proc, /etc, the data root)."""
     try:
-        mode = detect_mode(Path("/proc/self/mountinfo").read_text())
+        mode = detect_mode(read_mountinfo())
         cgroup_version = "2" if mode is CgroupMode.UNIFIED else "1"
     except Exception:       # noqa: BLE001 - no cgroupfs: info still answers
         cgroup_version = ""

@@ -15,7 +15,7 @@ from ._convert import (
 )
 from ._fake import FakeCgroup, NullCgroup
 from ._oci import resources_from_oci
-from ._open import detect_mode, open_cgroup
+from ._open import detect_mode, open_cgroup, read_mountinfo
 from ._v1 import V1Cgroup, V1Hierarchy
 from ._v2 import V2Cgroup
 
@@ -36,5 +36,6 @@ __all__ = [
     "detect_mode",
     "io_weight_to_blkio_weight",
     "open_cgroup",
+    "read_mountinfo",
     "resources_from_oci",
 ]

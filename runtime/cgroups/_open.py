@@ -2,7 +2,11 @@
 
 ``detect_mode`` is pure (mountinfo text in); ``open_cgroup`` reads /proc only
 when it is not handed the text, and touches no cgroupfs file: creating is
-``Cgroup.create``'s job.
+``Cgroup.create``'s job. Long-lived callers (the daemon, the spawner) read
+mountinfo once and hand the same text to every call: cgroup hierarchies are
+mounted at boot, and the text grows with every container's root mount, so
+reading and parsing it per container would cost more as more of them run.
+The parse of a text is cached.
 
 Path rules (runc's ``cgroupsPath``):
 
@@ -22,6 +26,7 @@ nothing about which controller lives where.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from pathlib import Path, PurePosixPath
 
@@ -126,11 +131,18 @@ def open_cgroup(
     return V1Cgroup(name, hierarchies)
 
 
-def _mounts(mountinfo: str) -> list[CgroupMount]:
+@functools.lru_cache(maxsize=4)
+def _mounts(mountinfo: str) -> tuple[CgroupMount, ...]:
     try:
-        return parse_mountinfo_cgroups(mountinfo)
+        return tuple(parse_mountinfo_cgroups(mountinfo))
     except ValueError as exc:
         raise CgroupError(f"failed to parse mountinfo: {exc}") from exc
+
+
+@functools.cache
+def read_mountinfo() -> str:
+    """This process's /proc/self/mountinfo, read once: for long-lived callers (see above)."""
+    return _read_proc("/proc/self/mountinfo")
 
 
 def _read_proc(path: str) -> str:
