@@ -188,8 +188,11 @@ def _parser(verb: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("-i", "--interactive", action="store_true", help="attach its stdin too")
     add_attach_flags(sp, sig_proxy=False)
     sp.add_argument("containers", nargs="+")
-    for verb in ("pause", "unpause", "inspect"):
+    for verb in ("pause", "unpause"):
         sub.add_parser(verb).add_argument("containers", nargs="+")
+    sp = sub.add_parser("inspect", help="low-level information on containers, images or volumes")
+    sp.add_argument("--type", choices=[kind for kind, _, _ in _INSPECTED], help="only this kind of object")
+    sp.add_argument("refs", nargs="+", metavar="NAME|ID")
     for verb in ("stop", "restart"):
         sp = sub.add_parser(verb)
         sp.add_argument("-t", "--time", type=float)
@@ -691,8 +694,31 @@ def cmd_rename(client, args) -> int:
     return 0
 
 
+# What `inspect` looks a name up as, in docker's order: (kind, method, its parameter).
+_INSPECTED = (("container", "container.inspect", "id"), ("image", "image.inspect", "id"),
+              ("volume", "volume.inspect", "name"))
+
+
 def cmd_inspect(client, args) -> int:
-    return _inspect_all(client, "container.inspect", "id", args.containers)
+    """docker inspect: each name as a container, else an image, else a volume (``--type``: that
+    kind only); one JSON array of what was found, a miss is an error line and exit 1."""
+    kinds = [k for k in _INSPECTED if args.type in (None, k[0])]
+    code, out = 0, []
+    for ref in args.refs:
+        for kind, method, param in kinds:
+            try:
+                out.append(client.call(method, **{param: ref}))
+                break
+            except RpcError as exc:
+                if exc.code != "NOT_FOUND" or args.type is not None:
+                    print(f"corral: {exc.message}", file=sys.stderr)
+                    code = 1
+                    break
+        else:
+            print(f"corral: no such object: {ref}", file=sys.stderr)
+            code = 1
+    _print_json(out, indent=4)
+    return code
 
 
 def _inspect_all(client, method: str, param: str, refs: list[str]) -> int:

@@ -126,3 +126,20 @@ def test_bind_mounts_read_only_and_read_write(daemon: Daemon, tmp_path: Path) ->
                                               "Mode": "ro", "RW": False, "Propagation": "rprivate"}]
     out = daemon.cli("create", "-v", "relative/path:/x", "busybox", "true")
     assert out.returncode == 125 and "invalid characters for a local volume name" in out.stderr
+
+
+def test_inspect_finds_a_container_an_image_or_a_volume(daemon: Daemon) -> None:
+    # docker inspect NAME: a container, else an image, else a volume; --type narrows it.
+    daemon.ok("volume", "create", "data")
+    daemon.ok("create", "--name", "box", "busybox", "true")
+    box, image, volume = json.loads(daemon.ok("inspect", "box", "busybox", "data"))
+    assert box["Name"] == "/box" and box["State"]["Status"] == "created"
+    assert image["Id"].startswith("sha256:") and "busybox:latest" in image["RepoTags"]
+    assert volume["Name"] == "data" and volume["Driver"] == "local"
+    assert json.loads(daemon.ok("inspect", "--type", "image", "busybox"))[0]["Id"] == image["Id"]
+
+    out = daemon.cli("inspect", "box", "nothing-here")
+    assert out.returncode == 1 and out.stderr == "corral: no such object: nothing-here\n"
+    assert [c["Name"] for c in json.loads(out.stdout)] == ["/box"]
+    out = daemon.cli("inspect", "--type", "container", "busybox")
+    assert out.returncode == 1 and "no such container: busybox" in out.stderr and json.loads(out.stdout) == []
