@@ -599,13 +599,13 @@ def _print_logs(client, ref: str, **params) -> None:
 
 def cmd_logs(client, args) -> int:
     """docker logs: -f follows until the container stops; times as Docker reads them."""
-    from protocols.jsonlog import format_unix, parse_timestamp
-
     params: dict[str, Any] = {"follow": args.follow, "timestamps": args.timestamps, "tail": args.tail}
     now = time.time_ns()
     for name in ("since", "until"):
         value = getattr(args, name)
         if value:
+            from protocols.jsonlog import format_unix, parse_timestamp   # ~15 ms: only for --since/--until
+
             try:
                 params[name] = format_unix(parse_timestamp(value, now_ns=now))
             except ValueError as exc:
