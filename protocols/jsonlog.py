@@ -40,6 +40,7 @@ from typing import BinaryIO
 
 from .container_config import InvalidContainerConfig, parse_bytes
 from .errors import RemoteProtocolError
+from .units import parse_duration_ns
 
 MAX_ENTRY_BYTES = 16 * 1024                 # moby daemon/logger/copier.go bufSize
 STREAMS = ("stdout", "stderr")
@@ -249,33 +250,14 @@ def entry_time_ns(stamp: str) -> int:
     return parse_time(stamp)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
 def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` (``10m``, ``1h30m``, ``1.5s``, ``-2h``) -> nanoseconds.
 
     Raises:
         ValueError: not a duration (a bare number other than ``0`` has no unit, so it is not one).
     """
-    body = text.lstrip("+-")
     sign = -1 if text.startswith("-") else 1
-    if body == "0":
-        return 0
-    total, at = 0, 0
-    for m in _DURATION_PART.finditer(body):
-        if m.start() != at:
-            break
-        number, unit = m.groups()
-        whole, _, frac = number.partition(".")
-        scale = _UNIT_NS[unit]
-        total += int(whole or 0) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
-        at = m.end()
-    if not body or at != len(body):
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
+    return sign * parse_duration_ns(text[1:] if text[:1] in "+-" else text)
 
 
 _UNIX = re.compile(r"(\d+)(?:\.(\d{1,9}))?")

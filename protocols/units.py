@@ -10,14 +10,14 @@ _NS_PER_UNIT = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_00
                 "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
-def parse_duration_ns(text: str, *, where: str = "duration") -> int:
-    """A Go duration: "10s", "1m30s", "1.5h", "250ms", "0", in nanoseconds.
+def parse_duration_ns(text: str, *, where: str = "") -> int:
+    """A Go duration without a sign: "10s", "1m30s", "1.5h", "250ms", "0", in nanoseconds.
 
     Bare numbers are refused, as Docker and Compose refuse them: "10" could
     mean seconds or nanoseconds.
 
     Raises:
-        ValueError: not a duration (the message names ``where``).
+        ValueError: not a duration (the message starts with ``where``, if given).
     """
     text = text.strip()
     if text == "0":
@@ -34,7 +34,8 @@ def parse_duration_ns(text: str, *, where: str = "duration") -> int:
         total += int(whole or 0) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
         pos = m.end()
     if not text or pos != len(text):
-        raise ValueError(f"{where}: invalid duration {text!r} (use e.g. '10s', '1m30s', '500ms')")
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}invalid duration {text!r} (use e.g. '10s', '1m30s', '500ms')")
     return total
 
 

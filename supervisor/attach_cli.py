@@ -20,7 +20,6 @@ restored on every way out (end, detach, error, cancellation).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import stat

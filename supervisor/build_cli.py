@@ -40,20 +40,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from .blocking_client import BlockingClient, ConnectionLost, RpcError
+from .cli import bool_flag
 
 DEFAULT_HOST = "unix:///run/corral/corral.sock"     # commands.DEFAULT_HOST (not imported: start-up time)
 CLIENT_AGENT = "corral-build/0.1.0"
 CONTEXT_UNAVAILABLE = "context_unavailable"          # build.CONTEXT_UNAVAILABLE (the daemon's side)
 UPLOAD_CHUNK = 512 << 10                             # a transfer.write frame stays under the 1 MiB limit
-
-
-def _bool(text: str) -> bool:
-    value = text.lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("-a", "--author", default="")
     sp.add_argument("-m", "--message", default="")
     sp.add_argument("-c", "--change", action="append", default=[], help="a Dockerfile instruction (CMD, ENV, ...)")
-    sp.add_argument("-p", "--pause", type=_bool, nargs="?", const=True, default=True,
+    sp.add_argument("-p", "--pause", type=bool_flag, nargs="?", const=True, default=True,
                     help="freeze the container while committing (default true)")
     sp.add_argument("container")
     sp.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")

@@ -39,6 +39,21 @@ def verb_of(argv: list[str]) -> str | None:
     return None
 
 
+def bool_flag(text: str) -> bool:
+    """Go's strconv.ParseBool, as docker's boolean flags take a value (``--sig-proxy=false``).
+
+    Raises:
+        argparse.ArgumentTypeError: not a boolean.
+    """
+    value = text.lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    import argparse
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
 def entry() -> None:
     """The console script: run, flush, and leave without the interpreter's teardown.
 

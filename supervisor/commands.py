@@ -25,7 +25,7 @@ from protocols.detach import DEFAULT_DETACH_KEYS, DetachKeysError, parse_detach_
 from protocols.units import human_duration
 
 from .blocking_client import BlockingClient, ConnectionLost, RpcError
-from .cli import verb_of
+from .cli import bool_flag, verb_of
 from .errors import CorralError
 
 TYPE_CHECKING = False       # typing's, without importing typing (~3 ms of every command's start)
@@ -99,16 +99,6 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, formatter_class: type = _Formatter, **kwargs: Any) -> None:
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
-
-
-def bool_flag(text: str) -> bool:
-    """Go's ParseBool, for docker's ``--sig-proxy=false``."""
-    value = text.lower()
-    if value in ("1", "t", "true"):
-        return True
-    if value in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
 
 
 def add_attach_flags(sp: argparse.ArgumentParser, *, sig_proxy: bool = True) -> None:
