@@ -80,7 +80,8 @@ def secure_join(root: str, unsafe: str) -> str:
 
 
 def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[tuple[str, Path]],
-                 cgroup_fresh: bool = False, devpts: int | None = None, sc=_syscalls) -> None:
+                 cgroup_fresh: bool = False, devpts: int | None = None, console: bool = False,
+                 sc=_syscalls) -> None:
     """Steps before pivot_root: propagation, the rootfs bind, the spec's mounts, /dev.
 
     Args:
@@ -93,6 +94,7 @@ def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[t
             (v2 in a cgroup namespace, where the new mount shows the namespace root).
         devpts: a devpts instance made for this container (``terminal.open_devpts``,
             holding its terminal): attached at /dev/pts instead of a new one there.
+        console: our fd 0 is the container's terminal: bind it at /dev/console.
 
     Raises:
         MountError: names the mount and the path that failed.
@@ -115,6 +117,8 @@ def mount_rootfs(spec: Spec, rootfs: str, *, bundle: str, cgroup_sources: list[t
     if _has_own_dev(spec):
         create_devices(rootfs, spec.devices)
     process = spec.process
+    if console:
+        mount_console(rootfs, sc=sc)
     if process is not None:
         os.makedirs(secure_join(rootfs, process.cwd), mode=0o755, exist_ok=True)
 
@@ -167,6 +171,17 @@ def mount_binds(spec: Spec, rootfs: str, *, bundle: str, sc=_syscalls) -> None:
         _mount_one(m, rootfs, bundle=bundle, cgroup_sources=[], cgroup_fresh=False, sc=sc)
     if spec.root.readonly:
         _do(sc.mount, None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _kept_flags(rootfs))
+
+
+def mount_console(rootfs: str, *, sc=_syscalls) -> None:
+    """/dev/console is the container's terminal, our fd 0 (its pty slave), as runc binds it.
+
+    Programs that write to the console (init systems, getty, ``echo > /dev/console``)
+    reach the terminal the container was given, not the host's.
+    """
+    dest = secure_join(rootfs, "/dev/console")
+    _make_mountpoint(dest, directory=False)
+    _do(sc.mount, "/proc/self/fd/0", dest, None, MS_BIND)
 
 
 def create_devices(rootfs: str, extra: tuple[Device, ...] = ()) -> None:

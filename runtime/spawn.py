@@ -306,7 +306,7 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
     try:
         return start_child(
             lambda sync, join: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh, devpts=devpts,
-                                         join=join),
+                                         console=spec.process.terminal and stdio is not None, join=join),
             flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
             clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init",
             controlling_terminal=spec.process.terminal and stdio is not None)
@@ -461,8 +461,9 @@ class _pid_namespace_of:
 
 def _run_init(spec: Spec, root: str, bundle: str, sync: socket.socket, fifo_fd: int | None,
               cgroup_sources: list[tuple[str, Path]], cgroup_fresh: bool, *, devpts: int | None = None,
-              join=None) -> None:
-    run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh, devpts=devpts),
+              console: bool = False, join=None) -> None:
+    run_child(sync, lambda: _set_up(spec, root, bundle, cgroup_sources, cgroup_fresh, devpts=devpts,
+                                    console=console),
               spec.process.args, fifo_fd=fifo_fd, join=join)
 
 
@@ -506,7 +507,7 @@ def run_child(sync: socket.socket, set_up, args: tuple[str, ...], *, fifo_fd: in
 
 
 def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bool, *,
-            devpts: int | None = None) -> tuple[str, dict[str, str]]:
+            devpts: int | None = None, console: bool = False) -> tuple[str, dict[str, str]]:
     """Everything between "go" and "ready"; returns the binary to exec and its environment."""
     process = spec.process
     _close_inherited_fds()
@@ -524,7 +525,7 @@ def _set_up(spec: Spec, root: str, bundle: str, cgroup_sources, cgroup_fresh: bo
     if cgroup_ns is not None and cgroup_ns.path is None:
         _syscalls.unshare(_syscalls.CLONE_NEWCGROUP)
     rootfs.mount_rootfs(spec, root, bundle=bundle, cgroup_sources=cgroup_sources, cgroup_fresh=cgroup_fresh,
-                        devpts=devpts)
+                        devpts=devpts, console=console)
     rootfs.pivot_to(root)
     for key, value in spec.sysctl.items():
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:

@@ -237,6 +237,16 @@ def test_tty_names_the_terminal_inside_the_container(daemon: Daemon, terminals) 
     assert daemon.ok("exec", "-t", "plain", "tty").strip() == "/dev/pts/0"
 
 
+def test_dev_console_is_the_containers_terminal(daemon: Daemon) -> None:
+    # As runc binds it: what is written to /dev/console reaches the container's terminal.
+    script = 'stat -c "%t:%T" /dev/console /dev/pts/0; echo to-the-console > /dev/console'
+    out = daemon.ok("run", "--rm", "-t", "busybox", "sh", "-c", script).replace("\r\n", "\n").splitlines()
+    assert out[0] == out[1] and out[0].startswith("88:"), out      # 136 (0x88): a devpts terminal
+    assert out[2] == "to-the-console"
+    # Without a terminal there is no console to give it.
+    assert daemon.cli("run", "--rm", "busybox", "test", "-e", "/dev/console").returncode == 1
+
+
 def test_run_i_forwards_piped_stdin(daemon: Daemon) -> None:
     base = [*corral_command(), "-H", f"unix://{daemon.socket}"]
     done = subprocess.run([*base, "run", "-i", "--rm", "busybox", "cat"], input=b"data\n", capture_output=True,
