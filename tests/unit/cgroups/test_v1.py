@@ -195,6 +195,12 @@ def test_join_self_writes_itself_into_each_v1_tasks_file(v1_root: Path) -> None:
     assert [(h.path / "cgroup.procs").read_text() for h in unified] == ["0"]
 
 
+def test_a_legacy_host_has_no_v2_hierarchy_to_clone_into() -> None:
+    cg = open_cgroup("/corral/web", mountinfo=mountinfo("legacy-combined"), fs_root=Path("/nonexistent"))
+    assert isinstance(cg, V1Cgroup) and cg.clone_target() is None
+    assert all(h.controllers for h in cg.hierarchies)       # each joined through its tasks file
+
+
 def test_freeze_and_thaw(v1_root: Path) -> None:
     cg = open_v1(v1_root)
     assert not cg.is_frozen()
