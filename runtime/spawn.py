@@ -339,9 +339,11 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     flags |= _syscalls.CLONE_PARENT if clone_parent else 0
-    target = cgroup.clone_target() if cgroup is not None else None
-    into = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if target is not None else None
+    into: int | None = None
     try:
+        clone_dir = cgroup.clone_target() if cgroup is not None else None
+        if clone_dir is not None:
+            into = os.open(clone_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         with _pid_namespace_of(pid_namespace):
             pid, cloned_into = _clone(flags, into)
             if pid == 0:                                      # the child
@@ -364,7 +366,8 @@ def start_child(child_main, *, flags: int, pid_namespace: str | int | None, cgro
                     os._exit(1)
     except OSError as exc:
         parent_end.close()
-        raise SpawnError(f"failed to start {what}: {exc.strerror or exc}") from exc
+        detail = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror or str(exc)
+        raise SpawnError(f"failed to start {what}: {detail}") from exc
     finally:
         child_end.close()
         if into is not None:

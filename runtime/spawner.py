@@ -158,6 +158,8 @@ def _handle(message: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
         return json.dumps({"error": str(exc), "exit_code": exc.exit_code}).encode(), []
     except (HostError, ProtocolError, ValueError, KeyError, TypeError) as exc:   # ValueError: bad JSON
         return json.dumps({"error": f"spawn request refused: {exc}", "exit_code": 1}).encode(), []
+    except OSError as exc:         # one request's failure, never the spawner's end (every later start needs it)
+        return json.dumps({"error": f"spawn failed: {exc}", "exit_code": 1}).encode(), []
     sync = child.detach_sync()
     return json.dumps({"pid": child.pid}).encode(), [child.pidfd, sync.detach()]
 

@@ -108,6 +108,17 @@ def test_without_clone_into_cgroup_the_init_joins_every_hierarchy_itself(busybox
     assert lines and all(line.endswith(f"/{cgroup_parent}/old") for line in lines), lines
 
 
+def test_a_cgroup_that_was_never_made_is_an_error_not_a_crash(spawner, busybox_rootfs, tmp_path,
+                                                                cgroup_parent) -> None:
+    with pytest.raises(SpawnError, match=f"failed to start the container's init: .*{cgroup_parent}/never-made"):
+        spawner.spawn(config(busybox_rootfs, ["true"]), bundle=str(tmp_path), cgroup=f"{cgroup_parent}/never-made",
+                      cgroup_base=Path("/proc/self/cgroup").read_text())
+    child = spawner.spawn(config(busybox_rootfs, ["true"]), bundle=str(tmp_path))     # it lives on
+    child.wait_exec()
+    assert child.wait().exit_code == 0
+    child.close()
+
+
 def test_errors_come_back_with_their_code(spawner, busybox_rootfs, tmp_path) -> None:
     with pytest.raises(SpawnError, match="executable file not found") as info:
         spawner.spawn(config(busybox_rootfs, ["no-such-command"]), bundle=str(tmp_path))
