@@ -170,7 +170,7 @@ def copy_streams(sources: dict[int, str], writer: JsonFileWriter | None, stop_r:
                 poller.unregister(fd)
                 del sources[fd]
                 os.close(fd)
-        blob = b"".join(out)
+        blob = out[0] if len(out) == 1 else b"".join(out)        # the one buffer as it is: no copy
         if blob and writer is not None:
             writer.write(blob)
         if 0 < got < SMALL_READ and not stopping and BATCH_WAIT_S:
