@@ -33,8 +33,8 @@ log = logging.getLogger("corral.logs")
 
 PIPE_SIZE = 1 << 20              # F_SETPIPE_SZ asks for this (fs.pipe-max-size is 1 MiB by default)
 READ_SIZE = 1 << 20
-SMALL_READ = 64 * 1024           # a read smaller than this: the copier waits BATCH_WAIT_S for more
-BATCH_WAIT_S = 0.001
+SMALL_READ = 64 * 1024           # a read smaller than this: the copier waits a little for more
+BATCH_WAIT_S = 0.001             # the longest such wait, reached after small reads in a row
 
 
 class JsonFileWriter:
@@ -148,6 +148,7 @@ def copy_streams(sources: dict[int, str], writer: JsonFileWriter | None, stop_r:
     for fd in (*encoders, stop_r):
         poller.register(fd, select.POLLIN)
     stopping = False
+    wait = 0.0
     while encoders:
         ready = [fd for fd, _ in poller.poll(0 if stopping else None)]
         if stop_r in ready:
@@ -173,10 +174,15 @@ def copy_streams(sources: dict[int, str], writer: JsonFileWriter | None, stop_r:
         blob = out[0] if len(out) == 1 else b"".join(out)        # the one buffer as it is: no copy
         if blob and writer is not None:
             writer.write(blob)
-        if 0 < got < SMALL_READ and not stopping and BATCH_WAIT_S:
-            # A writer slower than us: let its small writes gather in the pipe
-            # (1 MiB: at 1 GB/s it fills in 1 ms) so one round carries many lines.
-            time.sleep(BATCH_WAIT_S)
+        if 0 < got < SMALL_READ and not stopping:
+            # A writer slower than us: let its small writes gather in the pipe (1 MiB: at
+            # 1 GB/s it fills in 1 ms) so one round carries many lines. The wait doubles with
+            # each small read in a row: a fast writer that we caught up with once loses
+            # 1/8 ms, not 1 ms, while a slow one is still batched at BATCH_WAIT_S.
+            wait = min(BATCH_WAIT_S, 2 * wait or BATCH_WAIT_S / 8)
+            time.sleep(wait)
+        else:
+            wait = 0.0
     stamp = format_time(clock())
     blob = b"".join(enc.flush(stamp=stamp) for enc in encoders.values())
     if blob and writer is not None:
