@@ -301,15 +301,16 @@ def spawn_init(spec: Spec, *, bundle: str, cgroup=None, exec_fifo: str | None = 
     fresh = bool(spec.namespace("cgroup")) and len(sources) == 1 and sources[0][0] == ""
     pid_ns = spec.namespace("pid")
     devpts = None
-    if stdio is not None and spec.process.terminal and stat.S_ISDIR(os.fstat(stdio[2]).st_mode):
+    on_terminal = spec.process.terminal and stdio is not None      # stdio[0] is its pty slave
+    if on_terminal and stat.S_ISDIR(os.fstat(stdio[2]).st_mode):
         devpts, stdio = stdio[2], (stdio[0], stdio[0], stdio[0])     # runtime/terminal.py rule 1
     try:
         return start_child(
             lambda sync, join: _run_init(spec, root, bundle, sync, fifo_fd, sources, fresh, devpts=devpts,
-                                         console=spec.process.terminal and stdio is not None, join=join),
+                                         console=on_terminal, join=join),
             flags=clone_flags(spec), pid_namespace=pid_ns.path if pid_ns is not None else None, cgroup=cgroup,
             clone_parent=clone_parent, stdio=stdio, keep_sync=exec_fifo is None, what="the container's init",
-            controlling_terminal=spec.process.terminal and stdio is not None)
+            controlling_terminal=on_terminal)
     finally:
         if fifo_fd is not None:
             os.close(fifo_fd)
