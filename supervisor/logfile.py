@@ -14,6 +14,14 @@ Rules:
    lines, and a file is renamed only after its last byte was written.
 3. Writes that fail (disk full) are dropped, counted and logged once; the
    container keeps running and its pipe keeps draining (Docker's choice too).
+4. Only the newest ``CACHE_KEEP`` bytes of a log stay in the page cache, for
+   ``logs --tail`` and ``-f``. Every ``CACHE_STEP`` bytes the writer asks the
+   kernel (``POSIX_FADV_DONTNEED``) to start writing back what is older and to
+   drop the pages already written. A container logging gigabytes neither
+   evicts the host's useful cache nor holds gigabytes of dirty data a crash
+   would lose, and the writer reuses the pages it let go instead of taking
+   fresh ones: on this VM a fresh page costs a hypervisor fault, and 1.7 GB of
+   log took 3.3 s of write(2) instead of 0.6 s (bench/README.md, logs).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ PIPE_SIZE = 1 << 20              # F_SETPIPE_SZ asks for this (fs.pipe-max-size 
 READ_SIZE = 1 << 20
 SMALL_READ = 64 * 1024           # a read smaller than this: the copier waits a little for more
 BATCH_WAIT_S = 0.001             # the longest such wait, reached after small reads in a row
+CACHE_KEEP = 32 << 20            # rule 4: the newest bytes of a log kept in the page cache
+CACHE_STEP = 16 << 20            # ... and how often what is older is let go
 
 
 class JsonFileWriter:
@@ -46,12 +56,15 @@ class JsonFileWriter:
     file it starts over (a new file in its place). Blocking; the copier thread calls it.
     """
 
-    def __init__(self, path: Path | str, *, max_size_bytes: int = 0, max_files: int = 1) -> None:
+    def __init__(self, path: Path | str, *, max_size_bytes: int = 0, max_files: int = 1,
+                 cache_keep: int = CACHE_KEEP, cache_step: int = CACHE_STEP) -> None:
         self.path = Path(path)
         self.max_size = max_size_bytes
         self.max_files = max(1, max_files)
+        self._keep, self._step = cache_keep, cache_step
         self._fd = self._open()
         self.size = os.fstat(self._fd).st_size
+        self._released_at = self.size
         self.dropped_bytes = 0
         self._warned = False
 
@@ -72,6 +85,17 @@ class JsonFileWriter:
             start = cut
         if self.max_size and self.size >= self.max_size:
             self._rotate()
+        if self.size - self._released_at >= self._step and self.size > self._keep:
+            self._release(self._fd, self.size - self._keep)
+            self._released_at = self.size
+
+    @staticmethod
+    def _release(fd: int, end: int) -> None:
+        """Rule 4: write back the first ``end`` bytes (0: all) and drop the pages already written."""
+        try:
+            os.posix_fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass                 # only advice
 
     def _write_all(self, data: memoryview) -> None:
         try:
@@ -103,8 +127,10 @@ class JsonFileWriter:
                 self._warned = True
                 log.warning("log %s: rotation failed, appending on: %s", self.path, exc.strerror or exc)
             return
+        if self.max_files > 1:
+            self._release(self._fd, 0)     # kept, and rarely read again
         os.close(self._fd)
-        self._fd, self.size = fd, 0
+        self._fd, self.size, self._released_at = fd, 0, 0
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,57 @@ def test_writer_rotates_a_file_already_over_the_limit(tmp_path: Path) -> None:
     w.close()
     assert logs_in(path.with_name("c.log.1")) == [f"line {i}\n" for i in range(5)]
     assert logs_in(path) == ["line 5\n"]
+
+
+def cached_bytes(path: Path, start: int, end: int) -> int:
+    """How much of ``path[start:end]`` is in the page cache (mincore(2) on a shared mapping),
+    counted in whole pages, ``start`` rounded down to one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    start -= start % page
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, end - start, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+        assert addr != ctypes.c_void_p(-1).value, os.strerror(ctypes.get_errno())
+        vec = ctypes.create_string_buffer((end - start + page - 1) // page)
+        try:
+            assert libc.mincore(addr, end - start, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(addr, end - start)
+    finally:
+        os.close(fd)
+    return page * sum(b & 1 for b in vec.raw)
+
+
+@pytest.mark.parametrize("keep_mib", [1, 32])
+def test_writer_lets_go_of_what_is_older_than_its_newest_part(tmp_path: Path, keep_mib: int) -> None:
+    """Rule 4 of logfile.py: pages already written back and older than ``cache_keep`` leave the cache."""
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout.strip()
+    if fs == "tmpfs":
+        pytest.skip("tmpfs pages are the file itself: there is no page cache to let go of")
+    mib = 1 << 20
+    block = b"".join(entries(20_000))[:mib]
+    block = block[:block.rfind(b"\n") + 1]
+    path = tmp_path / "c.log"
+    w = JsonFileWriter(path, cache_keep=keep_mib * mib, cache_step=mib)
+    for _ in range(8):
+        w.write(block)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)                        # written back: clean pages, which the next release drops
+    os.close(fd)
+    w.write(block * 2)                  # crosses a step: [0, size - keep) is let go
+    w.close()
+    size = path.stat().st_size
+    early = cached_bytes(path, 0, 6 * mib)
+    assert cached_bytes(path, size - mib, size) >= mib    # the newest part stays
+    if keep_mib == 1:
+        assert early == 0
+    else:                               # nothing is older than 32 MiB: all of it stays
+        assert early == 6 * mib
 
 
 # --- cursor --------------------------------------------------------------------------------------
