@@ -113,7 +113,8 @@ def cached_bytes(path: Path, start: int, end: int) -> int:
 @pytest.mark.parametrize("keep_mib", [1, 32])
 def test_writer_lets_go_of_what_is_older_than_its_newest_part(tmp_path: Path, keep_mib: int) -> None:
     """Rule 4 of logfile.py: pages already written back and older than ``cache_keep`` leave the cache."""
-    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout.strip()
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], check=True,
+                        capture_output=True, text=True).stdout.strip()
     if fs == "tmpfs":
         pytest.skip("tmpfs pages are the file itself: there is no page cache to let go of")
     mib = 1 << 20
