@@ -41,7 +41,7 @@ log = logging.getLogger("corral.logs")
 
 PIPE_SIZE = 1 << 20              # F_SETPIPE_SZ asks for this (fs.pipe-max-size is 1 MiB by default)
 READ_SIZE = 1 << 20
-SMALL_READ = 64 * 1024           # a read smaller than this: the copier waits a little for more
+SMALL_READ = 16 * 1024           # a read smaller than this: a slow writer; the copier waits a little for more
 BATCH_WAIT_S = 0.001             # the longest such wait, reached after small reads in a row
 CACHE_KEEP = 32 << 20            # rule 4: the newest bytes of a log kept in the page cache
 CACHE_STEP = 16 << 20            # ... and how often what is older is let go
