@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 # What each of these costs the CLI's start, measured on the 2-core VM: yaml ~20 ms
 # (and its regexes), dataclasses with inspect ~9 ms, typing ~3 ms, shutil ~2 ms,
-# json ~1.5 ms, termios and signal with attach_cli ~2.5 ms, asyncio/anyio ~40 ms, protocols.jsonlog
+# json ~1.5 ms, socket (selectors, its enums) ~2.5 ms, termios and signal with attach_cli ~2.5 ms, asyncio/anyio ~40 ms, protocols.jsonlog
 # (calendar, dataclasses) ~15 ms.
 HEAVY = ("yaml", "dataclasses", "inspect", "typing", "shutil", "json", "asyncio", "anyio", "trio", "termios",
-         "importlib.metadata", "platform", "supervisor.attach_cli", "supervisor.files_cli",
+         "importlib.metadata", "platform", "socket", "selectors", "supervisor.attach_cli", "supervisor.files_cli",
          "supervisor.registry_cli", "supervisor.build_cli", "supervisor.stats_cli", "supervisor.images_cli",
          "protocols.jsonlog")
 
