@@ -29,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 	# compat: a plain .pth path entry instead of an import-hook finder, which
 	# costs every `corral` start ~15 ms (bench/README.md).
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	# The venv's setuptools (pip builds in an isolated env) only adds a .pth that
+	# imports its distutils shim at every interpreter start: ~0.7 ms of each command.
+	$(PY) -m pip uninstall -q -y setuptools
 	touch $@
 
 run: setup
