@@ -62,9 +62,15 @@ class LinuxHost:
         self.spawning = 0
         # Relative cgroup paths are below the daemon's own cgroups (runc's rule).
         self._cgroup_base = Path("/proc/self/cgroup").read_text()
+        # The cgroups made by prepare_cgroup until remove_cgroup, resolved once (~0.2 ms each;
+        # a Cgroup is only its paths).
+        self._cgroups: dict[str, cgroups.Cgroup] = {}
 
     def _cgroup(self, path: str) -> cgroups.Cgroup:
-        return cgroups.open_cgroup(path, mountinfo=cgroups.read_mountinfo(), self_cgroup=self._cgroup_base)
+        cg = self._cgroups.get(path)
+        if cg is None:
+            cg = cgroups.open_cgroup(path, mountinfo=cgroups.read_mountinfo(), self_cgroup=self._cgroup_base)
+        return cg
 
     async def _run(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -73,6 +79,7 @@ class LinuxHost:
         def prepare() -> None:
             cg = self._cgroup(path)
             cg.create()
+            self._cgroups[path] = cg
             cg.apply(resources)
         await self._run(prepare)
 
@@ -170,6 +177,7 @@ class LinuxHost:
             except CgroupError:
                 pass                  # not there (never started, or removed after its last run)
             cg.remove()
+            self._cgroups.pop(cgroup, None)
         await self._run(remove)
 
 

@@ -137,7 +137,8 @@ class Entry:
     auto_remove: bool = False
     paused: bool = False
     mounted: bool = False
-    ran: bool = False               # a start was attempted, so a cgroup may exist
+    # A start made (or may have made) a cgroup that no run's end has removed yet.
+    cgroup_may_exist: bool = False
     stopped_by_daemon: bool = False   # running when the daemon shut down: its policy resumes at restore
     # Docker's MountPoint objects (inspect "Mounts"), volume sources resolved.
     mounts: list[dict[str, Any]] = field(default_factory=list)
@@ -386,7 +387,7 @@ class Engine:
     async def _run(self, e: Entry, *, adopted: Adopted | None = None,
                    task_status=trio.TASK_STATUS_IGNORED) -> None:
         e.done = trio.Event()
-        e.ran = True
+        e.cgroup_may_exist = True
         held = False
         try:
             with trio.CancelScope() as scope:
@@ -407,19 +408,28 @@ class Engine:
                     e.done.set()
                     return
                 e.paused = False
-                if held:
-                    await self.files.release(e)        # unmounts unless a copy still holds it
-                    await self._publish_volume_mounts(e, "unmount")
-                # A stopped container holds no cgroup (as runc delete does for Docker);
-                # the next start makes a fresh one.
-                try:
-                    await self.host.remove_cgroup(e.sup.cgroup)
-                except HostError as exc:      # logged; the container is stopped all the same
-                    log.warning("container %s: %s", e.sup.id[:12], exc)
+                async with trio.open_nursery() as teardown:     # independent: side by side
+                    if held:
+                        teardown.start_soon(self._release_root, e)
+                    teardown.start_soon(self._remove_cgroup, e)
                 await self._save(e)
                 e.done.set()
                 if e.auto_remove and e.sup.id in self._containers:
                     await self._remove(e, volumes=True)       # --rm takes anonymous volumes too (moby)
+
+    async def _release_root(self, e: Entry) -> None:
+        await self.files.release(e)        # unmounts unless a copy still holds it
+        await self._publish_volume_mounts(e, "unmount")
+
+    async def _remove_cgroup(self, e: Entry) -> None:
+        """A stopped container holds no cgroup (as runc delete does for Docker); the next
+        start makes a fresh one."""
+        try:
+            await self.host.remove_cgroup(e.sup.cgroup)
+        except HostError as exc:      # logged; the container is stopped all the same
+            log.warning("container %s: %s", e.sup.id[:12], exc)
+        else:
+            e.cgroup_may_exist = False
 
     def _mount(self, e: Entry) -> None:
         image = self.images.get(e.image_id)
@@ -511,9 +521,9 @@ class Engine:
     async def _remove(self, e: Entry, *, volumes: bool = False) -> None:
         self._containers.pop(e.sup.id, None)
         await self.files.forget(e)        # no copy in flight reads a directory we delete
-        if e.ran:
-            # Only a container that was ever started got a cgroup; killing a missing
-            # one fails (the v1 freezer write), so a never-started one skips this.
+        if e.cgroup_may_exist:
+            # Killing a missing cgroup fails (the v1 freezer write), and the end of a run
+            # removed its cgroup already unless that failed.
             await self.host.remove_cgroup(e.sup.cgroup)
         # The record goes with its destroy event, then the directory (rule 6): a
         # crash in between leaves a directory without a record, which restore deletes.
@@ -2045,7 +2055,8 @@ def _record(e: Entry) -> dict[str, Any]:
         "started_at_ns": s.started_at_ns, "finished_at_ns": s.finished_at_ns,
         "stopped_by_user": s.stopped_by_user, "parked_reason": s.parked_reason, "error": s.error,
         "body": e.body, "image": e.image, "image_id": e.image_id, "created_ns": e.created_ns,
-        "dir": str(e.dir), "auto_remove": e.auto_remove, "mounts": e.mounts, "ran": e.ran,
+        "dir": str(e.dir), "auto_remove": e.auto_remove, "mounts": e.mounts,
+        "ran": e.cgroup_may_exist,           # the key's name from before the end of a run cleared it
         "stopped_by_daemon": e.stopped_by_daemon,
         "resources": s.config["linux"].get("resources", {}),
     }
@@ -2065,7 +2076,7 @@ def _entry_from_record(r: dict[str, Any]) -> Entry:
         parked_reason=r["parked_reason"], error=r["error"],
     )
     return Entry(sup, r["body"], r["image"], r["image_id"], r["created_ns"], Path(r["dir"]),
-                 auto_remove=r["auto_remove"], mounts=r.get("mounts") or [], ran=r.get("ran", True),
+                 auto_remove=r["auto_remove"], mounts=r.get("mounts") or [], cgroup_may_exist=r.get("ran", True),
                  stopped_by_daemon=r.get("stopped_by_daemon", False))
 
 
