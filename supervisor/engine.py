@@ -438,7 +438,13 @@ class Engine:
         e.mounted = True
 
     def _unmount(self, e: Entry) -> None:
-        overlay.unmount(e.dir / "rootfs")
+        try:
+            overlay.unmount(e.dir / "rootfs")
+        except HostError as exc:
+            # Busy: a host process has its working directory or a file in there (an
+            # operator's shell). Out of the tree now; the kernel frees it once let go.
+            log.warning("container %s: %s; detaching it", e.sup.id[:12], exc)
+            _unmount_quietly(e.dir / "rootfs")
         e.mounted = False
 
     async def container_stop(self, ref: str, *, timeout_s: float | None = None) -> bool:

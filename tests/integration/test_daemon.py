@@ -4,6 +4,7 @@ data root, exec root and cgroup parent, removed whatever happens."""
 from __future__ import annotations
 
 import resource
+import subprocess
 import time
 from pathlib import Path
 
@@ -38,6 +39,29 @@ def test_detached_ps_stop_and_exit_status(daemon: Daemon) -> None:
     state = daemon.inspect("sleeper")["State"]
     assert (state["Status"], state["ExitCode"], state["Running"]) == ("exited", 137, False)
     assert "Exited (137)" in daemon.ok("ps", "-a") and "sleeper" not in daemon.ok("ps")
+
+
+def test_a_root_busy_on_the_host_does_not_stop_the_daemon(daemon: Daemon) -> None:
+    """An operator's shell in a container's root keeps it busy when the container stops:
+    the root is detached instead (it used to end the daemon), and the container starts again."""
+    cid = daemon.ok("run", "-d", "busybox", "sleep", "100").strip()
+    rootfs = daemon.data_root / "containers" / cid / "rootfs"
+    shell = subprocess.Popen(["sleep", "60"], cwd=rootfs)
+    try:
+        daemon.ok("stop", "-t", "0", cid)
+        assert daemon.inspect(cid)["State"]["Status"] == "exited"
+        assert not _mounted(rootfs)                        # detached: out of the tree
+        daemon.ok("start", cid)
+        assert daemon.inspect(cid)["State"]["Running"] and _mounted(rootfs)
+        daemon.ok("rm", "-f", cid)
+        assert daemon.ok("ps", "-aq") == "" and shell.poll() is None
+    finally:
+        shell.kill()
+        shell.wait()
+
+
+def _mounted(path: Path) -> bool:
+    return any(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
 
 
 def test_restart_on_failure_exact_count(daemon: Daemon) -> None:
