@@ -21,11 +21,7 @@ Rules:
    evicts the host's useful cache nor holds gigabytes of dirty data a crash
    would lose, and the writer reuses the pages it let go instead of taking
    fresh ones: on this VM a fresh page costs a hypervisor fault, and 1.7 GB of
-   log took 3.3 s of write(2) instead of 0.6 s (bench/README.md, logs). The
-   advice is given by one thread of its own (``Releaser``), never by a copier:
-   the writeback it starts may wait for a slow disk, and a copier that waited
-   would block its container where the page cache would have absorbed the
-   burst. A releaser that falls behind only lets the cache grow as before.
+   log took 3.3 s of write(2) instead of 0.6 s (bench/README.md, logs).
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import fcntl
 import logging
 import os
 import select
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +86,16 @@ class JsonFileWriter:
         if self.max_size and self.size >= self.max_size:
             self._rotate()
         if self.size - self._released_at >= self._step and self.size > self._keep:
-            RELEASER.release(self, self._fd, self.size - self._keep)
+            self._release(self._fd, self.size - self._keep)
             self._released_at = self.size
+
+    @staticmethod
+    def _release(fd: int, end: int) -> None:
+        """Rule 4: write back the first ``end`` bytes (0: all) and drop the pages already written."""
+        try:
+            os.posix_fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass                 # only advice
 
     def _write_all(self, data: memoryview) -> None:
         try:
@@ -125,7 +128,7 @@ class JsonFileWriter:
                 log.warning("log %s: rotation failed, appending on: %s", self.path, exc.strerror or exc)
             return
         if self.max_files > 1:
-            RELEASER.release(object(), self._fd, 0)      # kept, rarely read again; a key of its own
+            self._release(self._fd, 0)     # kept, and rarely read again
         os.close(self._fd)
         self._fd, self.size, self._released_at = fd, 0, 0
 
@@ -133,62 +136,6 @@ class JsonFileWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-class Releaser:
-    """Rule 4's advice, given by one thread for every writer of the process.
-
-    ``release(key, fd, end)`` asks for ``posix_fadvise(DONTNEED)`` of the first
-    ``end`` bytes (0: all) of the file ``fd`` is open on, and returns at once: the
-    thread works on a copy of the fd. A request not yet taken is replaced by the
-    next one with the same ``key`` (a writer's newest end covers its older ones).
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[object, tuple[int, int]] = {}
-        self._cond = threading.Condition()
-        self._busy = False
-        self._thread: threading.Thread | None = None
-
-    def release(self, key: object, fd: int, end: int) -> None:
-        try:
-            copy = os.dup(fd)
-        except OSError:
-            return               # only advice
-        with self._cond:
-            old = self._pending.pop(key, None)
-            self._pending[key] = (copy, end)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="log page release", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        if old is not None:
-            os.close(old[0])
-
-    def wait_idle(self, timeout: float) -> bool:
-        """True once every request was carried out (tests)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending)
-                key = next(iter(self._pending))
-                fd, end = self._pending.pop(key)
-                self._busy = True
-            try:
-                os.posix_fadvise(fd, 0, end, os.POSIX_FADV_DONTNEED)
-            except OSError:
-                pass             # only advice
-            finally:
-                os.close(fd)
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-
-RELEASER = Releaser()
 
 
 def make_pipe() -> tuple[int, int]:

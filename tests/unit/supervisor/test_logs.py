@@ -7,7 +7,6 @@ import json
 import mmap
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import trio
 
 from protocols.jsonlog import LogConfig, encode_lines, format_time
 from supervisor.errors import InvalidRequest
-from supervisor.logfile import RELEASER, Releaser
 from supervisor.logs import (
     Capture,
     JsonFileWriter,
@@ -131,7 +129,6 @@ def test_writer_lets_go_of_what_is_older_than_its_newest_part(tmp_path: Path, ke
     os.close(fd)
     w.write(block * 2)                  # crosses a step: [0, size - keep) is let go
     w.close()
-    assert RELEASER.wait_idle(timeout=30)
     size = path.stat().st_size
     early = cached_bytes(path, 0, 6 * mib)
     assert cached_bytes(path, size - mib, size) >= mib    # the newest part stays
@@ -139,32 +136,6 @@ def test_writer_lets_go_of_what_is_older_than_its_newest_part(tmp_path: Path, ke
         assert early == 0
     else:                               # nothing is older than 32 MiB: all of it stays
         assert early == 6 * mib
-
-
-def test_the_releaser_never_makes_a_writer_wait_and_keeps_its_newest_request(tmp_path: Path, monkeypatch) -> None:
-    """Rule 4's advice may wait for a slow disk: that is the releaser thread's wait, never a copier's."""
-    took, go, ends = threading.Event(), threading.Event(), []
-
-    def slow_advice(fd: int, offset: int, end: int, advice: int) -> None:
-        ends.append(end)
-        took.set()
-        assert go.wait(30)
-
-    monkeypatch.setattr(os, "posix_fadvise", slow_advice)
-    releaser = Releaser()
-    fd = os.open(tmp_path / "c.log", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        releaser.release("writer", fd, 1)
-        assert took.wait(30)                    # the thread is in the slow advice now
-        releaser.release("writer", fd, 2)       # both return at once ...
-        releaser.release("writer", fd, 3)       # ... and 3 replaces 2, not yet taken
-        assert not releaser.wait_idle(timeout=0)
-        go.set()
-        assert releaser.wait_idle(timeout=30)
-    finally:
-        go.set()
-        os.close(fd)
-    assert ends == [1, 3]
 
 
 # --- cursor --------------------------------------------------------------------------------------
