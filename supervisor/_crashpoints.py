@@ -23,6 +23,12 @@ The points (docs/architecture.md lists them with what a restart must find):
 
 Rejected: a signal from the test at a guessed moment (not deterministic);
 raising an exception (runs ``finally`` blocks and cleanups a real crash skips).
+
+Failure points are the other half: ``CORRAL_TEST_FAIL_AT=NAME`` makes
+``fail_point(NAME)`` raise ``RuntimeError`` the first time the step is
+reached, as a bug or a journal on a full disk would. A test then checks
+that one container's failure leaves the daemon and the others running. The
+point: ``exit:before-event``, a run ended and its ``die`` not yet journaled.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import signal
 import sys
 
 ENV = "CORRAL_TEST_CRASH_AT"
+FAIL_ENV = "CORRAL_TEST_FAIL_AT"
+_FAIL_AT: str | None = os.environ.get(FAIL_ENV) or None
 
 _name, _, _nth = (os.environ.get(ENV) or "").partition("@")
 _AT: str | None = _name or None
@@ -52,3 +60,11 @@ def _reached(name: str) -> None:
         # Written raw: the logging module may buffer or hold a lock we would die under.
         os.write(sys.stderr.fileno(), f"corral: crash point {name} (#{_seen}): SIGKILL\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_point(name: str) -> None:
+    """Raise once if ``CORRAL_TEST_FAIL_AT`` names this point."""
+    global _FAIL_AT
+    if _FAIL_AT is not None and _FAIL_AT == name:
+        _FAIL_AT = None
+        raise RuntimeError(f"injected failure at {name} ({FAIL_ENV})")

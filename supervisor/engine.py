@@ -156,6 +156,18 @@ class Entry:
         return "created" if self.sup.status == "created" else "exited"
 
 
+class _Started:
+    """A task's ``task_status`` that remembers whether the task said it started."""
+
+    def __init__(self, task_status) -> None:
+        self._task_status = task_status
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self._task_status.started(value)
+
+
 class Engine:
     def __init__(self, *, data_root: Path, host: Host, bus: EventBus, store: StateStore, images,
                  nursery: trio.Nursery, cgroup_parent: str = "corral", privileged_caps: list[str],
@@ -389,6 +401,7 @@ class Engine:
         e.done = trio.Event()
         e.cgroup_may_exist = True
         held = False
+        started = _Started(task_status)
         try:
             with trio.CancelScope() as scope:
                 e.scope = scope
@@ -397,8 +410,16 @@ class Engine:
                 held = True
                 if adopted is None:
                     await self._publish_volume_mounts(e, "mount")
-                await supervise(e.sup, self.host, self._publish, task_status=task_status, keep=self.keep,
+                await supervise(e.sup, self.host, self._publish, task_status=started, keep=self.keep,
                                 adopted=adopted)
+        except Exception as exc:
+            if not started.done:
+                raise                 # a failed start: the caller's nursery.start reports it
+            # A bug, or a journal that cannot be written: this container's supervision ends
+            # (the teardown below kills what is left in its cgroup); the daemon and every
+            # other container go on.
+            log.exception("container %s: its supervision failed; it is stopped", e.sup.id[:12])
+            e.sup.status, e.sup.error = "exited", f"supervision failed: {exc}"
         finally:
             with trio.CancelScope(shield=True):
                 e.scope = None
@@ -408,14 +429,20 @@ class Engine:
                     e.done.set()
                     return
                 e.paused = False
-                async with trio.open_nursery() as teardown:     # independent: side by side
-                    if held:
-                        teardown.start_soon(self._release_root, e)
-                    teardown.start_soon(self._remove_cgroup, e)
-                await self._save(e)
+                try:
+                    async with trio.open_nursery() as teardown:     # independent: side by side
+                        if held:
+                            teardown.start_soon(self._release_root, e)
+                        teardown.start_soon(self._remove_cgroup, e)
+                    await self._save(e)
+                except Exception:      # as above: logged, and the daemon goes on
+                    log.exception("container %s: cleaning up after its run failed", e.sup.id[:12])
                 e.done.set()
                 if e.auto_remove and e.sup.id in self._containers:
-                    await self._remove(e, volumes=True)       # --rm takes anonymous volumes too (moby)
+                    try:
+                        await self._remove(e, volumes=True)       # --rm takes anonymous volumes too (moby)
+                    except Exception:
+                        log.exception("container %s: removing it after its run failed", e.sup.id[:12])
 
     async def _release_root(self, e: Entry) -> None:
         await self.files.release(e)        # unmounts unless a copy still holds it

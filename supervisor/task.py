@@ -43,7 +43,7 @@ from runtime.cgroups import Resources
 from runtime.errors import SpawnError
 from runtime.spawn import Child, ExitStatus
 
-from ._crashpoints import crash_point
+from ._crashpoints import crash_point, fail_point
 from ._host import Host
 from .attach import ContainerStreams, streams_of
 from .logs import DRAIN_GRACE_S, Capture
@@ -273,6 +273,7 @@ async def _record_exit(c: Supervised, host: Host, publish: Publish, status: Exit
     c.oom_killed = kills > c.oom_kills_seen
     c.oom_kills_seen = kills
     c.exit_code, c.finished_at_ns, c.pid = status.exit_code, time.time_ns(), 0
+    fail_point("exit:before-event")
     if c.oom_killed:
         await publish("oom", c, {})
     await publish("die", c, {"exitCode": str(status.exit_code), "oomKilled": str(c.oom_killed).lower()})

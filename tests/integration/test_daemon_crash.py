@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from supervisor._crashpoints import FAIL_ENV
+
 from .conftest import wait_for
 from ._daemon import Daemon
 
@@ -56,5 +58,29 @@ def test_sigkill_then_restart(tmp_path: Path, cgroup_parent: str) -> None:
         assert [e["seq"] for e in after[:len(before)]] == [e["seq"] for e in before]
         assert any(e["seq"] > last_seq and e["action"] == "start" and e["attributes"]["name"] == "always"
                    for e in after)
+    finally:
+        d.close()
+
+
+def test_one_containers_failing_supervision_leaves_the_daemon_and_the_others(tmp_path: Path,
+                                                                             cgroup_parent: str) -> None:
+    """A bug, or a journal on a full disk, in one container's task after it started (here an
+    injected failure before its ``die`` is journaled) ends that container's supervision only."""
+    d = Daemon(tmp_path, cgroup_parent)
+    d.start(env={FAIL_ENV: "exit:before-event"})
+    try:
+        d.ok("image", "bootstrap", "busybox")
+        d.ok("run", "-d", "--name", "other", "busybox", "sleep", "1000")
+        other = d.inspect("other")["State"]["Pid"]
+        d.ok("run", "-d", "--name", "failing", "busybox", "true")
+        wait_for(lambda: d.inspect("failing")["State"]["Status"] == "exited", timeout=20, what="failing to stop")
+        state = d.inspect("failing")["State"]
+        assert "supervision failed: injected failure at exit:before-event" in state["Error"], state
+        assert "its supervision failed" in d.log.read_text()
+        assert d.process.poll() is None and alive(other) and d.inspect("other")["State"]["Running"]
+        assert d.cli("wait", "failing").returncode == 0           # done is set: nothing waits forever
+        d.ok("rm", "failing")
+        d.ok("stop", "-t", "1", "other")                          # the daemon supervises on
+        assert not alive(other)
     finally:
         d.close()
