@@ -12,21 +12,21 @@ neither import costs the other's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 # The C module, not socket.py: that one converts the module's constants to enums and imports
 # selectors, ~2.5 ms of every CLI command's start; a blocking connect/send/recv needs none of it.
 from _socket import AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM, socket
+from collections.abc import Iterator
 
 from protocols import rpc
 
 from .errors import CorralError
+from .version import VERSION
 
 TYPE_CHECKING = False       # typing's, without importing typing (~3 ms of every CLI command's start)
 if TYPE_CHECKING:
     from typing import Any, Self
 
-CLIENT_AGENT = "corral-client/0.1.0"
+CLIENT_AGENT = f"corral-client/{VERSION}"
 _RECEIVE_SIZE = 65536
 
 

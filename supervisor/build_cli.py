@@ -41,9 +41,10 @@ from typing import Any
 
 from .blocking_client import BlockingClient, ConnectionLost, RpcError
 from .cli import bool_flag
+from .version import VERSION
 
 DEFAULT_HOST = "unix:///run/corral/corral.sock"     # commands.DEFAULT_HOST (not imported: start-up time)
-CLIENT_AGENT = "corral-build/0.1.0"
+CLIENT_AGENT = f"corral-build/{VERSION}"
 CONTEXT_UNAVAILABLE = "context_unavailable"          # build.CONTEXT_UNAVAILABLE (the daemon's side)
 UPLOAD_CHUNK = 512 << 10                             # a transfer.write frame stays under the 1 MiB limit
 

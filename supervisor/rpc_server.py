@@ -68,10 +68,11 @@ from protocols.rpc import (
 )
 
 from .errors import CorralError, InvalidRequest, NoSuchMethod
+from .version import VERSION
 
 log = logging.getLogger("corral.rpc")
 
-SERVER_AGENT = "corral/0.1.0"
+SERVER_AGENT = f"corral/{VERSION}"
 DEFAULT_SOCKET = "/run/corral/corral.sock"
 DEFAULT_MAX_IN_FLIGHT = 128
 HELLO_TIMEOUT_S = 10.0
